@@ -1,0 +1,9 @@
+//! sipreg — an edge SIP registrar for IP phones, softphones and GB28181 devices.
+//!
+//! The crate is split into a sans-IO protocol core (`sip`, `auth`, `registrar`,
+//! `timer::wheel`) that takes bytes and a `now` and returns what to send, and a thin
+//! I/O shell (`transport`) that owns sockets and threads. See DESIGN.md.
+
+pub mod auth;
+pub mod sip;
+pub mod timer;

@@ -1,0 +1,230 @@
+//! Known header identities: every header of RFC 3261 §20 plus the common
+//! extensions, with their compact forms (RFC 3261 §7.3.3, RFC 3265, RFC 3515,
+//! RFC 3892, RFC 4028, RFC 8224), matched case-insensitively.
+
+macro_rules! headers {
+    ($( $id:ident => $name:literal $(, $compact:literal)? ; )*) => {
+        /// A header the scanner recognises by name; `Other` for the rest.
+        #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+        #[repr(u8)]
+        pub enum HeaderId { $( $id, )* Other }
+
+        impl HeaderId {
+            /// Every known id, in declaration order (`Other` excluded).
+            pub const ALL: &'static [HeaderId] = &[$( HeaderId::$id, )*];
+            /// Number of ids including `Other`; sizes per-id lookup tables.
+            pub const COUNT: usize = Self::ALL.len() + 1;
+
+            /// The canonical (long) header name.
+            pub const fn name(self) -> &'static str {
+                match self { $( HeaderId::$id => $name, )* HeaderId::Other => "" }
+            }
+
+            /// The compact form, if the header has one.
+            pub const fn compact(self) -> Option<u8> {
+                match self { $( HeaderId::$id => headers!(@compact $($compact)?), )* HeaderId::Other => None }
+            }
+
+            fn from_lower(lower: &[u8]) -> HeaderId {
+                $( if lower.eq_ignore_ascii_case($name.as_bytes()) { return HeaderId::$id; } )*
+                HeaderId::Other
+            }
+        }
+    };
+    (@compact $c:literal) => { Some($c) };
+    (@compact) => { None };
+}
+
+headers! {
+    Accept => "Accept";
+    AcceptEncoding => "Accept-Encoding";
+    AcceptLanguage => "Accept-Language";
+    AlertInfo => "Alert-Info";
+    Allow => "Allow";
+    AuthenticationInfo => "Authentication-Info";
+    Authorization => "Authorization";
+    CallId => "Call-ID", b'i';
+    CallInfo => "Call-Info";
+    Contact => "Contact", b'm';
+    ContentDisposition => "Content-Disposition";
+    ContentEncoding => "Content-Encoding", b'e';
+    ContentLanguage => "Content-Language";
+    ContentLength => "Content-Length", b'l';
+    ContentType => "Content-Type", b'c';
+    CSeq => "CSeq";
+    Date => "Date";
+    ErrorInfo => "Error-Info";
+    Expires => "Expires";
+    From => "From", b'f';
+    InReplyTo => "In-Reply-To";
+    MaxForwards => "Max-Forwards";
+    MimeVersion => "MIME-Version";
+    MinExpires => "Min-Expires";
+    Organization => "Organization";
+    Priority => "Priority";
+    ProxyAuthenticate => "Proxy-Authenticate";
+    ProxyAuthorization => "Proxy-Authorization";
+    ProxyRequire => "Proxy-Require";
+    RecordRoute => "Record-Route";
+    ReplyTo => "Reply-To";
+    Require => "Require";
+    RetryAfter => "Retry-After";
+    Route => "Route";
+    Server => "Server";
+    Subject => "Subject", b's';
+    Supported => "Supported", b'k';
+    Timestamp => "Timestamp";
+    To => "To", b't';
+    Unsupported => "Unsupported";
+    UserAgent => "User-Agent";
+    Via => "Via", b'v';
+    Warning => "Warning";
+    WwwAuthenticate => "WWW-Authenticate";
+    // Extensions in everyday use by phones and registrars.
+    Path => "Path";
+    ServiceRoute => "Service-Route";
+    Event => "Event", b'o';
+    AllowEvents => "Allow-Events", b'u';
+    ReferTo => "Refer-To", b'r';
+    ReferredBy => "Referred-By", b'b';
+    SessionExpires => "Session-Expires", b'x';
+    Identity => "Identity", b'y';
+    SubscriptionState => "Subscription-State";
+}
+
+/// Compact-form lookup indexed by the lower-case letter.
+const COMPACT: [HeaderId; 26] = {
+    let mut t = [HeaderId::Other; 26];
+    let mut i = 0;
+    while i < HeaderId::ALL.len() {
+        let id = HeaderId::ALL[i];
+        if let Some(c) = id.compact() {
+            t[(c - b'a') as usize] = id;
+        }
+        i += 1;
+    }
+    t
+};
+
+impl HeaderId {
+    /// Identifies a header name (already validated as a token), ignoring case.
+    #[inline]
+    pub fn lookup(name: &[u8]) -> HeaderId {
+        if name.len() == 1 {
+            let c = name[0].to_ascii_lowercase();
+            return if c.is_ascii_lowercase() {
+                COMPACT[(c - b'a') as usize]
+            } else {
+                HeaderId::Other
+            };
+        }
+        // Cheap pre-filter on the first letter keeps the common case to a couple
+        // of comparisons instead of walking the whole table.
+        let first = name.first().map_or(0, |c| c.to_ascii_lowercase());
+        match first {
+            b'v' if name.eq_ignore_ascii_case(b"via") => HeaderId::Via,
+            b'f' if name.eq_ignore_ascii_case(b"from") => HeaderId::From,
+            b't' if name.eq_ignore_ascii_case(b"to") => HeaderId::To,
+            b'c' if name.eq_ignore_ascii_case(b"call-id") => HeaderId::CallId,
+            b'c' if name.eq_ignore_ascii_case(b"cseq") => HeaderId::CSeq,
+            b'c' if name.eq_ignore_ascii_case(b"contact") => HeaderId::Contact,
+            b'c' if name.eq_ignore_ascii_case(b"content-length") => HeaderId::ContentLength,
+            b'e' if name.eq_ignore_ascii_case(b"expires") => HeaderId::Expires,
+            b'm' if name.eq_ignore_ascii_case(b"max-forwards") => HeaderId::MaxForwards,
+            _ => HeaderId::from_lower(name),
+        }
+    }
+
+    /// Headers whose value is a comma-separated list (RFC 3261 §7.3.1): several
+    /// values may share one header line, and splitting happens only outside quotes
+    /// and angle brackets. Authorization-style headers are not lists: their commas
+    /// separate parameters of one credential.
+    pub const fn is_list(self) -> bool {
+        use HeaderId::*;
+        matches!(
+            self,
+            Accept
+                | AcceptEncoding
+                | AcceptLanguage
+                | AlertInfo
+                | Allow
+                | CallInfo
+                | Contact
+                | ContentEncoding
+                | ContentLanguage
+                | ErrorInfo
+                | InReplyTo
+                | ProxyRequire
+                | RecordRoute
+                | Require
+                | Route
+                | Supported
+                | Unsupported
+                | Via
+                | Warning
+                | Path
+                | ServiceRoute
+                | AllowEvents
+        )
+    }
+
+    /// Headers that may appear at most once in a message (RFC 3261 §7.3.1 and
+    /// §8.1.1; RFC 4475 §3.3.8 and §3.3.9 show why duplicates are rejected).
+    pub const fn is_singleton(self) -> bool {
+        use HeaderId::*;
+        matches!(
+            self,
+            CallId | CSeq | From | To | MaxForwards | ContentLength | Expires
+        )
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn every_long_and_compact_name_round_trips() {
+        for &id in HeaderId::ALL {
+            assert_eq!(HeaderId::lookup(id.name().as_bytes()), id, "{}", id.name());
+            let upper = id.name().to_ascii_uppercase();
+            assert_eq!(HeaderId::lookup(upper.as_bytes()), id);
+            let lower = id.name().to_ascii_lowercase();
+            assert_eq!(HeaderId::lookup(lower.as_bytes()), id);
+            if let Some(c) = id.compact() {
+                assert_eq!(HeaderId::lookup(&[c]), id);
+                assert_eq!(HeaderId::lookup(&[c.to_ascii_uppercase()]), id);
+            }
+        }
+        assert_eq!(HeaderId::COUNT, HeaderId::ALL.len() + 1);
+    }
+
+    #[test]
+    fn compact_forms_match_the_rfcs() {
+        let expected = [
+            (b'i', HeaderId::CallId),
+            (b'm', HeaderId::Contact),
+            (b'e', HeaderId::ContentEncoding),
+            (b'l', HeaderId::ContentLength),
+            (b'c', HeaderId::ContentType),
+            (b'f', HeaderId::From),
+            (b's', HeaderId::Subject),
+            (b'k', HeaderId::Supported),
+            (b't', HeaderId::To),
+            (b'v', HeaderId::Via),
+            (b'o', HeaderId::Event),
+            (b'u', HeaderId::AllowEvents),
+            (b'r', HeaderId::ReferTo),
+            (b'b', HeaderId::ReferredBy),
+            (b'x', HeaderId::SessionExpires),
+            (b'y', HeaderId::Identity),
+        ];
+        for (c, id) in expected {
+            assert_eq!(HeaderId::lookup(&[c]), id);
+        }
+        assert_eq!(HeaderId::lookup(b"a"), HeaderId::Other);
+        assert_eq!(HeaderId::lookup(b"1"), HeaderId::Other);
+        assert_eq!(HeaderId::lookup(b"X-Custom"), HeaderId::Other);
+        assert_eq!(HeaderId::lookup(b"C%6Fntact"), HeaderId::Other);
+    }
+}

@@ -1,0 +1,592 @@
+//! The scanner: one pass over a datagram or a framed stream message, producing a
+//! [`Message`] of borrowed slices. It allocates nothing: headers live in a fixed
+//! array inside the `Message`, and typed views parse lazily from the slices.
+
+use memchr::memchr;
+
+use super::bytes::{self, TOKEN, URI_CHAR};
+use super::error::ScanError;
+use super::header::HeaderId;
+use super::addr::NameAddr;
+use super::list::ListIter;
+use super::via::Via;
+use super::ViewError;
+use super::{MAX_HEADERS, MAX_LINE, MAX_UDP_MESSAGE};
+
+/// Request methods the server knows by name; anything else is `Other`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum Method {
+    Register,
+    Invite,
+    Ack,
+    Cancel,
+    Bye,
+    Options,
+    Message,
+    Subscribe,
+    Notify,
+    Refer,
+    Info,
+    Update,
+    Prack,
+    Publish,
+    Other,
+}
+
+impl Method {
+    /// Methods are case-sensitive (RFC 3261 §7.1), so `register` is `Other`.
+    pub fn from_bytes(m: &[u8]) -> Method {
+        match m {
+            b"REGISTER" => Method::Register,
+            b"INVITE" => Method::Invite,
+            b"ACK" => Method::Ack,
+            b"CANCEL" => Method::Cancel,
+            b"BYE" => Method::Bye,
+            b"OPTIONS" => Method::Options,
+            b"MESSAGE" => Method::Message,
+            b"SUBSCRIBE" => Method::Subscribe,
+            b"NOTIFY" => Method::Notify,
+            b"REFER" => Method::Refer,
+            b"INFO" => Method::Info,
+            b"UPDATE" => Method::Update,
+            b"PRACK" => Method::Prack,
+            b"PUBLISH" => Method::Publish,
+            _ => Method::Other,
+        }
+    }
+}
+
+/// `Method SP Request-URI SP SIP-Version`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct RequestLine<'a> {
+    pub method: Method,
+    pub method_raw: &'a [u8],
+    pub uri: &'a [u8],
+}
+
+/// `SIP-Version SP Status-Code SP Reason-Phrase`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct StatusLine<'a> {
+    pub code: u16,
+    pub reason: &'a [u8],
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StartLine<'a> {
+    Request(RequestLine<'a>),
+    Response(StatusLine<'a>),
+}
+
+/// One header field: its id, its name as written, and its value with the
+/// surrounding white space trimmed (a folded value keeps its inner CRLF SP).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Header<'a> {
+    pub id: HeaderId,
+    pub name: &'a [u8],
+    pub value: &'a [u8],
+}
+
+impl Header<'_> {
+    const EMPTY: Header<'static> = Header {
+        id: HeaderId::Other,
+        name: b"",
+        value: b"",
+    };
+
+    /// True when the value spans continuation lines (RFC 3261 §7.3.1 folding).
+    pub fn is_folded(&self) -> bool {
+        memchr(b'\n', self.value).is_some()
+    }
+
+    /// Appends the value with each fold (CRLF + white space) replaced by one space,
+    /// for the rare consumer that needs a contiguous single-line value.
+    pub fn unfold_into(&self, out: &mut Vec<u8>) {
+        let mut rest = self.value;
+        while let Some(nl) = memchr(b'\n', rest) {
+            out.extend_from_slice(bytes::trim_end(&rest[..nl]));
+            out.push(b' ');
+            rest = bytes::trim_start(&rest[nl + 1..]);
+        }
+        out.extend_from_slice(rest);
+    }
+}
+
+/// `CSeq: 1*DIGIT LWS Method`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CSeq<'a> {
+    pub seq: u32,
+    pub method: &'a [u8],
+}
+
+impl<'a> CSeq<'a> {
+    /// RFC 3261 §8.1.1.5: the number is below 2^31; LWS (folds included) may
+    /// separate it from the method.
+    pub fn parse(value: &'a [u8]) -> Option<CSeq<'a>> {
+        let value = bytes::trim(value);
+        let digits = value.iter().position(|c| !c.is_ascii_digit())?;
+        let seq = bytes::parse_u32_lenient(&value[..digits])?;
+        if seq >= 1 << 31 || !bytes::is_lws(value[digits]) {
+            return None;
+        }
+        let method = bytes::trim_start(&value[digits..]);
+        bytes::is_token(method).then_some(CSeq { seq, method })
+    }
+}
+
+/// Sentinel for "no header with this id" in the first-index table.
+const NONE: u8 = u8::MAX;
+const _: () = assert!(MAX_HEADERS < NONE as usize);
+
+impl Default for Header<'_> {
+    fn default() -> Self {
+        Header::EMPTY
+    }
+}
+
+/// A scanned SIP message: every slice borrows the input buffer.
+#[derive(Clone)]
+pub struct Message<'a> {
+    pub start: StartLine<'a>,
+    headers: [Header<'a>; MAX_HEADERS],
+    count: u8,
+    first: [u8; HeaderId::COUNT],
+    cseq: CSeq<'a>,
+    /// Start line and headers, up to and including the empty line.
+    pub head: &'a [u8],
+    /// The body, exactly Content-Length bytes when the header is present.
+    pub body: &'a [u8],
+}
+
+impl std::fmt::Debug for Message<'_> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Message")
+            .field("start", &self.start)
+            .field("headers", &self.headers())
+            .field("body_len", &self.body.len())
+            .finish()
+    }
+}
+
+impl<'a> Message<'a> {
+    pub fn headers(&self) -> &[Header<'a>] {
+        &self.headers[..usize::from(self.count)]
+    }
+
+    pub fn request(&self) -> Option<&RequestLine<'a>> {
+        match &self.start {
+            StartLine::Request(r) => Some(r),
+            StartLine::Response(_) => None,
+        }
+    }
+
+    pub fn is_request(&self) -> bool {
+        matches!(self.start, StartLine::Request(_))
+    }
+
+    pub fn method(&self) -> Option<Method> {
+        self.request().map(|r| r.method)
+    }
+
+    /// The first header with this id, in O(1).
+    #[inline]
+    pub fn header(&self, id: HeaderId) -> Option<&Header<'a>> {
+        match self.first[id as usize] {
+            NONE => None,
+            i => self.headers.get(usize::from(i)),
+        }
+    }
+
+    /// The value of the first header with this id.
+    #[inline]
+    pub fn value(&self, id: HeaderId) -> Option<&'a [u8]> {
+        self.header(id).map(|h| h.value)
+    }
+
+    /// Every header with this id, in message order.
+    pub fn all(&self, id: HeaderId) -> impl Iterator<Item = &Header<'a>> + '_ {
+        let start = match self.first[id as usize] {
+            NONE => self.headers().len(),
+            i => usize::from(i),
+        };
+        self.headers()[start..].iter().filter(move |h| h.id == id)
+    }
+
+    /// Every comma-separated element of every header with this id, in order:
+    /// `Contact: a, b` followed by `Contact: c` yields a, b, c.
+    pub fn list(&self, id: HeaderId) -> impl Iterator<Item = &'a [u8]> + '_ {
+        self.all(id).flat_map(|h| ListIter::new(h.value))
+    }
+
+    /// The topmost Via element (RFC 3261 §18.2.2 answers go where it says).
+    pub fn top_via(&self) -> Option<&'a [u8]> {
+        self.value(HeaderId::Via)
+            .and_then(|v| ListIter::new(v).next())
+    }
+
+    /// The CSeq, validated during the scan (a default for responses without one).
+    pub fn cseq(&self) -> CSeq<'a> {
+        self.cseq
+    }
+
+    pub fn call_id(&self) -> &'a [u8] {
+        self.value(HeaderId::CallId).unwrap_or(b"")
+    }
+
+    /// Parses the headers every request handler relies on — each Via element,
+    /// From, To and each Contact — so a request whose syntax is wrong there is
+    /// answered 400 up front (RFC 4475 §3.1.2.1, .6, .13, .14, .15) instead of
+    /// failing half-way through a handler.
+    pub fn check_views(&self) -> Result<(), ViewError> {
+        for via in self.list(HeaderId::Via) {
+            Via::parse(via)?;
+        }
+        for id in [HeaderId::From, HeaderId::To] {
+            if let Some(v) = self.value(id) {
+                NameAddr::parse(v)?;
+            }
+        }
+        for contact in self.list(HeaderId::Contact) {
+            NameAddr::parse(contact)?;
+        }
+        Ok(())
+    }
+}
+
+/// Scans a complete message as received in one UDP datagram (or framed from a
+/// stream): bytes past Content-Length are discarded (RFC 3261 §18.3), and without
+/// Content-Length the body is the rest of the datagram.
+pub fn scan(buf: &[u8]) -> Result<Message<'_>, ScanError> {
+    scan_inner(buf, Mode::Strict)
+}
+
+/// After [`scan`] failed, recovers enough of a request to answer it with the
+/// error's status (RFC 3261 §8.2: a malformed request still gets a 400 when its
+/// Via, Call-ID, CSeq, From and To can be read). Returns `None` for responses and
+/// for anything whose header section cannot be read at all: those are dropped.
+pub fn scan_for_reply(buf: &[u8]) -> Option<Message<'_>> {
+    let msg = scan_inner(buf, Mode::ForReply).ok()?;
+    (msg.is_request() && msg.top_via().is_some()).then_some(msg)
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Mode {
+    Strict,
+    ForReply,
+}
+
+fn scan_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ScanError> {
+    if buf.len() > MAX_UDP_MESSAGE {
+        return Err(ScanError::MessageTooLarge);
+    }
+    // RFC 3261 §7.5: empty lines before the start line are ignored.
+    let lead = buf
+        .iter()
+        .position(|&c| c != b'\r' && c != b'\n')
+        .ok_or(ScanError::Empty)?;
+    let buf_from_start = &buf[lead..];
+    let (start, mut pos) = scan_start_line(buf_from_start, mode)?;
+    let data = buf_from_start;
+
+    let mut msg = Message {
+        start,
+        headers: [Header::EMPTY; MAX_HEADERS],
+        count: 0,
+        first: [NONE; HeaderId::COUNT],
+        cseq: CSeq {
+            seq: 0,
+            method: b"",
+        },
+        head: b"",
+        body: b"",
+    };
+
+    let (consumed, count) = parse_headers(&data[pos..], &mut msg.headers, mode)?;
+    pos += consumed;
+    msg.count = count as u8;
+    for (i, h) in msg.headers[..count].iter().enumerate() {
+        let slot = &mut msg.first[h.id as usize];
+        if *slot == NONE {
+            *slot = i as u8;
+        } else if h.id.is_singleton() && mode == Mode::Strict {
+            return Err(ScanError::DuplicateHeader(h.id));
+        }
+    }
+
+    msg.head = &data[..pos];
+    let after = &data[pos..];
+    if mode == Mode::ForReply {
+        // The reply needs the headers only; body and header semantics are what
+        // was wrong, so they are not checked again.
+        msg.cseq = msg
+            .value(HeaderId::CSeq)
+            .and_then(CSeq::parse)
+            .unwrap_or(msg.cseq);
+        return Ok(msg);
+    }
+    msg.body = match msg.value(HeaderId::ContentLength) {
+        Some(v) => {
+            let len = parse_content_length(v)?;
+            after.get(..len).ok_or(ScanError::BodyTooShort)?
+        }
+        None => after,
+    };
+
+    validate(&mut msg)?;
+    Ok(msg)
+}
+
+fn validate(msg: &mut Message<'_>) -> Result<(), ScanError> {
+    // RFC 3261 §8.1.1: every request carries these; responses are only read for
+    // counting, but they need a CSeq to be matched to a transaction.
+    let mandatory: &[HeaderId] = if msg.is_request() {
+        &[
+            HeaderId::Via,
+            HeaderId::From,
+            HeaderId::To,
+            HeaderId::CallId,
+            HeaderId::CSeq,
+        ]
+    } else {
+        &[HeaderId::Via, HeaderId::CSeq]
+    };
+    for &id in mandatory {
+        match msg.value(id) {
+            Some(v) if !v.is_empty() => {}
+            _ => return Err(ScanError::MissingHeader(id)),
+        }
+    }
+    let cseq_value = msg.value(HeaderId::CSeq).unwrap_or(b"");
+    msg.cseq = CSeq::parse(cseq_value).ok_or(ScanError::BadCSeq)?;
+    if let Some(req) = msg.request() {
+        // RFC 3261 §8.1.1.5 (ACK and CANCEL carry the INVITE's method by design).
+        if msg.cseq.method != req.method_raw {
+            return Err(ScanError::CSeqMethodMismatch);
+        }
+    }
+    Ok(())
+}
+
+/// Content-Length: `1*DIGIT`, at most the UDP message size (a larger announced
+/// body could never be honoured and would let a peer pin a stream buffer).
+pub(crate) fn parse_content_length(v: &[u8]) -> Result<usize, ScanError> {
+    bytes::parse_u32_lenient(bytes::trim(v))
+        .map(|n| n as usize)
+        .filter(|&n| n <= MAX_UDP_MESSAGE)
+        .ok_or(ScanError::BadContentLength)
+}
+
+/// Returns the start line and the offset just past its line end.
+fn scan_start_line(buf: &[u8], mode: Mode) -> Result<(StartLine<'_>, usize), ScanError> {
+    let nl = memchr(b'\n', buf).ok_or(ScanError::UnterminatedHeaders)?;
+    if nl > MAX_LINE {
+        return Err(ScanError::LineTooLong);
+    }
+    let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
+    let start = if line.len() >= 4 && line[..4].eq_ignore_ascii_case(b"SIP/") {
+        StartLine::Response(scan_status_line(line)?)
+    } else {
+        StartLine::Request(scan_request_line(line, mode)?)
+    };
+    Ok((start, nl + 1))
+}
+
+fn scan_request_line(line: &[u8], mode: Mode) -> Result<RequestLine<'_>, ScanError> {
+    if mode == Mode::ForReply {
+        return scan_request_line_loosely(line);
+    }
+    // Exactly one SP between the three elements (RFC 3261 §25.1; RFC 4475
+    // §3.1.2.9 and §3.1.2.10 reject extra or trailing SP).
+    let sp1 = memchr(b' ', line).ok_or(ScanError::BadStartLine)?;
+    let method_raw = &line[..sp1];
+    if !bytes::is_token(method_raw) {
+        return Err(ScanError::BadStartLine);
+    }
+    let rest = &line[sp1 + 1..];
+    let sp2 = memchr(b' ', rest).ok_or(ScanError::BadStartLine)?;
+    let uri = &rest[..sp2];
+    let version = &rest[sp2 + 1..];
+    check_version(version)?;
+    if !is_request_uri(uri) {
+        return Err(ScanError::BadRequestUri);
+    }
+    Ok(RequestLine {
+        method: Method::from_bytes(method_raw),
+        method_raw,
+        uri,
+    })
+}
+
+/// For answering a malformed request: elements split on runs of white space
+/// (RFC 4475 §3.1.2.8–10 still deserve a 400), any version accepted.
+fn scan_request_line_loosely(line: &[u8]) -> Result<RequestLine<'_>, ScanError> {
+    let line = bytes::trim(line);
+    let sp1 = memchr(b' ', line).ok_or(ScanError::BadStartLine)?;
+    let sp2 = memchr::memrchr(b' ', line).ok_or(ScanError::BadStartLine)?;
+    let method_raw = &line[..sp1];
+    let uri = bytes::trim(&line[sp1..sp2]);
+    let version = &line[sp2 + 1..];
+    if !bytes::is_token(method_raw) || uri.is_empty() || !version.starts_with(b"SIP/") {
+        return Err(ScanError::BadStartLine);
+    }
+    Ok(RequestLine {
+        method: Method::from_bytes(method_raw),
+        method_raw,
+        uri,
+    })
+}
+
+fn scan_status_line(line: &[u8]) -> Result<StatusLine<'_>, ScanError> {
+    let sp1 = memchr(b' ', line).ok_or(ScanError::BadStartLine)?;
+    check_version(&line[..sp1])?;
+    let rest = &line[sp1 + 1..];
+    let (code, reason) = match memchr(b' ', rest) {
+        Some(sp2) => (&rest[..sp2], &rest[sp2 + 1..]),
+        None => (rest, &rest[rest.len()..]),
+    };
+    if code.len() != 3 {
+        return Err(ScanError::BadStatusCode);
+    }
+    let code = bytes::parse_u32(code)
+        .filter(|c| (100..700).contains(c))
+        .ok_or(ScanError::BadStatusCode)?;
+    Ok(StatusLine {
+        code: code as u16,
+        reason,
+    })
+}
+
+/// `SIP/1*DIGIT.1*DIGIT`; only 2.0 is served, others are a well-formed 505.
+fn check_version(v: &[u8]) -> Result<(), ScanError> {
+    if v.len() < 7 || !v[..4].eq_ignore_ascii_case(b"SIP/") {
+        return Err(ScanError::BadStartLine);
+    }
+    let num = &v[4..];
+    let dot = memchr(b'.', num).ok_or(ScanError::BadStartLine)?;
+    let (major, minor) = (&num[..dot], &num[dot + 1..]);
+    let digits = |s: &[u8]| !s.is_empty() && s.iter().all(u8::is_ascii_digit);
+    if !digits(major) || !digits(minor) {
+        return Err(ScanError::BadStartLine);
+    }
+    if major != b"2" || minor != b"0" {
+        return Err(ScanError::UnsupportedVersion);
+    }
+    Ok(())
+}
+
+/// `scheme ":" …` with no white space or angle brackets; SIP and SIPS
+/// Request-URIs may not carry a `?headers` part (RFC 3261 §19.1.5).
+fn is_request_uri(uri: &[u8]) -> bool {
+    let Some(colon) = memchr(b':', uri) else {
+        return false;
+    };
+    let scheme = &uri[..colon];
+    let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        && scheme
+            .iter()
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
+    if !scheme_ok || colon + 1 == uri.len() || !uri.iter().all(|&c| URI_CHAR[c as usize]) {
+        return false;
+    }
+    if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
+        // The user part may legally hold '?', so look only after the last '@'.
+        let host_part = match memchr::memrchr(b'@', uri) {
+            Some(at) => &uri[at..],
+            None => uri,
+        };
+        return memchr(b'?', host_part).is_none();
+    }
+    true
+}
+
+/// Scans a header section (after the start line) into `out`, returning the
+/// bytes consumed (through the empty line) and the number of headers. Public so
+/// tests can compare it with `httparse::parse_headers` on the same bytes.
+pub fn scan_headers<'a>(
+    buf: &'a [u8],
+    out: &mut [Header<'a>],
+) -> Result<(usize, usize), ScanError> {
+    parse_headers(buf, out, Mode::Strict)
+}
+
+fn parse_headers<'a>(
+    data: &'a [u8],
+    out: &mut [Header<'a>],
+    mode: Mode,
+) -> Result<(usize, usize), ScanError> {
+    let mut pos = 0;
+    let mut count = 0;
+    loop {
+        let rest = &data[pos..];
+        // Empty line: end of the header section.
+        if rest.starts_with(b"\r\n") {
+            return Ok((pos + 2, count));
+        }
+        if rest.first() == Some(&b'\n') {
+            return Ok((pos + 1, count));
+        }
+        if rest.is_empty() {
+            if mode == Mode::ForReply {
+                return Ok((pos, count));
+            }
+            return Err(ScanError::UnterminatedHeaders);
+        }
+        let (line_len, next) = header_line_end(rest)?;
+        let slot = out.get_mut(count).ok_or(ScanError::TooManyHeaders)?;
+        *slot = scan_header_line(&rest[..line_len])?;
+        count += 1;
+        pos += next;
+    }
+}
+
+/// Finds the end of one header line including its continuation lines. Returns
+/// (length of the line without its final line end, offset of the next line).
+#[inline]
+fn header_line_end(rest: &[u8]) -> Result<(usize, usize), ScanError> {
+    let mut from = 0;
+    loop {
+        let nl = match memchr(b'\n', &rest[from..]) {
+            Some(n) => from + n,
+            None => return Err(ScanError::UnterminatedHeaders),
+        };
+        if nl > MAX_LINE {
+            return Err(ScanError::LineTooLong);
+        }
+        // RFC 3261 §7.3.1: a line starting with SP or HTAB continues the previous.
+        match rest.get(nl + 1) {
+            Some(b' ' | b'\t') => from = nl + 1,
+            _ => {
+                let end = if nl > 0 && rest[nl - 1] == b'\r' {
+                    nl - 1
+                } else {
+                    nl
+                };
+                return Ok((end, nl + 1));
+            }
+        }
+    }
+}
+
+/// `field-name *(SP/HTAB) ":" LWS value` (RFC 3261 §7.3.1, HCOLON).
+#[inline]
+fn scan_header_line(line: &[u8]) -> Result<Header<'_>, ScanError> {
+    let name_len = line
+        .iter()
+        .position(|&c| !TOKEN[c as usize])
+        .unwrap_or(line.len());
+    if name_len == 0 {
+        return Err(ScanError::BadHeaderLine);
+    }
+    let name = &line[..name_len];
+    let mut i = name_len;
+    while i < line.len() && matches!(line[i], b' ' | b'\t') {
+        i += 1;
+    }
+    if line.get(i) != Some(&b':') {
+        return Err(ScanError::BadHeaderLine);
+    }
+    Ok(Header {
+        id: HeaderId::lookup(name),
+        name,
+        value: bytes::trim(&line[i + 1..]),
+    })
+}

@@ -1,0 +1,937 @@
+//! Hierarchical timing wheel: the data structure behind every sipreg timer
+//! (binding expiry, GB28181 keep-alive timeout, client-transaction retransmits).
+//!
+//! Pure: no clock reads, no threads, no I/O. Time enters as `now_ms` (milliseconds on
+//! whatever monotonic clock the caller uses; `timer::now_ms` in the server), so tests
+//! drive it tick by tick or jump years ahead in one call.
+//!
+//! # Layout
+//!
+//! Time inside the wheel is counted in ticks of [`TICK_MS`]. There are six levels of
+//! 64 slots; a slot of level `l` spans `64^l` ticks and the whole level `64^(l+1)`
+//! ticks, so the wheel covers `64^6 = 2^36` ticks (about 21.8 years). Read a tick
+//! number as base-64 digits: an item due at tick `d` while the wheel stands at tick
+//! `e` lives at the level of the highest digit in which `d` and `e` differ, in the
+//! slot named by `d`'s digit at that level (the XOR/leading-zeros trick from tokio's
+//! `runtime/time/wheel`). When time reaches the start of an occupied slot the slot is
+//! taken whole and its items are placed again, now at a lower level (a cascade); a
+//! level-0 slot is exactly one tick, so taking it fires its items. Each level keeps a
+//! `u64` bitmap of occupied slots, so the next slot with work is one
+//! `rotate_right` + `trailing_zeros` away, whatever the number of timers.
+//!
+//! Deadlines beyond the wheel's range are parked in the top level and cascade again
+//! every `2^36` ticks until they come in range: correct, and no separate overflow list
+//! to scan.
+//!
+//! # Guarantees
+//!
+//! * An item inserted with `deadline_ms` later than the wheel's current time fires on
+//!   the first [`Wheel::advance`] whose `now_ms` reaches the deadline rounded up to a
+//!   tick: never before its deadline, and less than one tick after it.
+//! * An item whose deadline is at or before the wheel's current time (the `now_ms` of
+//!   the last `advance`, or of `new`) is due now: it fires on the next `advance`.
+//! * Within one `advance`, items fire in order of their tick; items of the same tick
+//!   (and items that were due on insertion) fire in insertion order.
+//! * Insert is O(1) and allocation-free once the slot vectors have grown to the
+//!   working-set size: a slot is emptied by swapping its `Vec` with a scratch `Vec`,
+//!   so buffers (and their capacity) circulate between slots instead of being freed.
+//! * An `advance` costs O(items fired or cascaded + occupied slots passed), not
+//!   O(ticks passed): a jump of years is cheap.
+//!
+//! Cancellation is not supported on purpose: items carry a generation and a stale one
+//! is ignored when it fires (see `timer` module docs), so the wheel never searches.
+
+use std::mem;
+
+/// Length of one wheel tick in milliseconds.
+///
+/// 10 ms is fine enough for the shortest SIP timer, T1 = 500 ms (RFC 3261 §17.1.1.1,
+/// Timer E starts at T1 for non-INVITE client transactions), to fire within 2 % of its
+/// value, and coarse enough that a million registrations spread over an hour land
+/// ~28 per tick, so the timer thread wakes at most 100 times a second and each wake
+/// does real work. The 2^36-tick range (~21.8 years) covers every SIP expiry without
+/// the overflow path.
+pub const TICK_MS: u64 = 10;
+
+/// Bits of the tick number consumed per level (64 slots).
+const LEVEL_BITS: u32 = 6;
+/// Slots per level.
+const SLOTS: usize = 1 << LEVEL_BITS;
+/// Mask of one level's digit.
+const SLOT_MASK: u64 = (SLOTS as u64) - 1;
+/// Levels in the wheel; 6 × 6 bits = 2^36 ticks of range.
+const NUM_LEVELS: usize = 6;
+/// Ticks covered by the whole wheel.
+const WHEEL_TICKS: u64 = 1 << (LEVEL_BITS as usize * NUM_LEVELS);
+
+/// One scheduled item and the tick it is due at (kept for cascading).
+struct Entry<T> {
+    tick: u64,
+    item: T,
+}
+
+/// 64 slots and the bitmap saying which of them hold items.
+struct Level<T> {
+    /// Bit `s` set ⇔ `slots[s]` is non-empty.
+    occupied: u64,
+    slots: [Vec<Entry<T>>; SLOTS],
+}
+
+impl<T> Level<T> {
+    fn new() -> Self {
+        Level {
+            occupied: 0,
+            slots: std::array::from_fn(|_| Vec::new()),
+        }
+    }
+}
+
+/// The next slot that needs processing.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expiration {
+    level: usize,
+    slot: usize,
+    /// The tick at which the slot starts: its items fire (level 0) or cascade then.
+    tick: u64,
+}
+
+/// A hierarchical timing wheel of items `T`; see the module docs.
+pub struct Wheel<T> {
+    levels: Box<[Level<T>; NUM_LEVELS]>,
+    /// Items inserted with a deadline already passed; they fire first on the next
+    /// `advance`. Drained in place, so its capacity is kept too.
+    due: Vec<T>,
+    /// An empty `Vec` swapped into a slot when the slot is taken, so the slot keeps a
+    /// warm buffer and the taken items are processed from a buffer we own.
+    scratch: Vec<Entry<T>>,
+    /// The tick the wheel stands at: every item due at or before it has fired.
+    elapsed: u64,
+    /// `now_ms` of the last `advance` (or of `new`); never decreases.
+    now_ms: u64,
+    /// Items in the wheel, including `due`.
+    len: usize,
+}
+
+impl<T> Wheel<T> {
+    /// An empty wheel standing at `now_ms`.
+    pub fn new(now_ms: u64) -> Self {
+        Wheel {
+            levels: Box::new(std::array::from_fn(|_| Level::new())),
+            due: Vec::new(),
+            scratch: Vec::new(),
+            elapsed: now_ms / TICK_MS,
+            now_ms,
+            len: 0,
+        }
+    }
+
+    /// Number of items waiting to fire.
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    /// Whether no item is waiting to fire.
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// Schedules `item` to fire at `deadline_ms`. A deadline at or before the wheel's
+    /// current time fires on the next [`advance`](Self::advance).
+    pub fn insert(&mut self, deadline_ms: u64, item: T) {
+        self.len += 1;
+        if deadline_ms <= self.now_ms {
+            self.due.push(item);
+            return;
+        }
+        let tick = tick_ceil(deadline_ms);
+        // deadline > now_ms ≥ elapsed·TICK, so rounding up cannot land on a past tick.
+        debug_assert!(
+            tick > self.elapsed,
+            "future deadline {deadline_ms} ms mapped to past tick {tick} (elapsed {})",
+            self.elapsed
+        );
+        self.place(Entry { tick, item });
+    }
+
+    /// Moves the wheel to `now_ms` and calls `fire` for every item now due, in tick
+    /// order. A `now_ms` earlier than the wheel's current time is treated as the current
+    /// time (the wheel never goes back).
+    pub fn advance(&mut self, now_ms: u64, mut fire: impl FnMut(T)) {
+        let now_ms = now_ms.max(self.now_ms);
+        self.now_ms = now_ms;
+
+        // Due items have deadlines ≤ the previous now, earlier than anything still in
+        // the levels (those were all later than it), so they go first.
+        self.len -= self.due.len();
+        for item in self.due.drain(..) {
+            fire(item);
+        }
+
+        let now_tick = now_ms / TICK_MS;
+        while let Some(exp) = self.next_expiration() {
+            if exp.tick > now_tick {
+                break;
+            }
+            self.process(exp, &mut fire);
+        }
+        // Nothing occupied starts at or before now_tick, so every item keeps its level
+        // and slot when the wheel jumps to now.
+        debug_assert!(now_tick >= self.elapsed, "wheel went back in time");
+        self.elapsed = now_tick;
+    }
+
+    /// The earliest time at which an [`advance`](Self::advance) could fire something,
+    /// or `None` when the wheel is empty. Exact when the next item sits in level 0;
+    /// otherwise the start of the slot it will cascade from, which is earlier: never
+    /// late, so it is a safe bound for sleeping. May be ≤ the current time when items
+    /// are already due.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        if !self.due.is_empty() {
+            return Some(self.now_ms);
+        }
+        self.next_expiration()
+            .map(|exp| exp.tick.saturating_mul(TICK_MS))
+    }
+
+    /// Puts an entry in the slot its tick maps to from `elapsed`.
+    fn place(&mut self, entry: Entry<T>) {
+        debug_assert!(
+            entry.tick > self.elapsed,
+            "placing tick {} at or before elapsed {}",
+            entry.tick,
+            self.elapsed
+        );
+        let level = level_for(self.elapsed, entry.tick);
+        let slot = slot_for(entry.tick, level);
+        let lvl = &mut self.levels[level];
+        lvl.occupied |= 1 << slot;
+        lvl.slots[slot].push(entry);
+    }
+
+    /// The earliest occupied slot. Lower levels always come first: a level only holds
+    /// ticks inside the current slot of the level above, which all lie before that
+    /// level's next slot; so the first level with anything occupied has the answer.
+    fn next_expiration(&self) -> Option<Expiration> {
+        let exp = self
+            .levels
+            .iter()
+            .enumerate()
+            .find_map(|(level, lvl)| next_expiration(level, lvl.occupied, self.elapsed));
+        debug_assert!(
+            exp.is_none_or(|e| (0..NUM_LEVELS)
+                .filter_map(|l| next_expiration(l, self.levels[l].occupied, self.elapsed))
+                .all(|o| o.tick >= e.tick)),
+            "a higher level holds an earlier slot than {exp:?}"
+        );
+        exp
+    }
+
+    /// Takes the slot of `exp` and fires or cascades each of its items.
+    fn process(&mut self, exp: Expiration, fire: &mut impl FnMut(T)) {
+        debug_assert!(exp.tick >= self.elapsed, "processing a past slot {exp:?}");
+        self.elapsed = exp.tick;
+        let lvl = &mut self.levels[exp.level];
+        lvl.occupied &= !(1 << exp.slot);
+        // Take the slot before touching its items: a top-level item beyond the wheel's
+        // range goes back into this same slot. The slot gets the scratch's (empty,
+        // warm) buffer, so neither side allocates.
+        let mut batch = mem::replace(&mut lvl.slots[exp.slot], mem::take(&mut self.scratch));
+        debug_assert!(!batch.is_empty(), "occupied bit set on empty slot {exp:?}");
+        for entry in batch.drain(..) {
+            if entry.tick <= self.elapsed {
+                debug_assert!(
+                    exp.level > 0 || entry.tick == exp.tick,
+                    "level-0 slot {exp:?} held tick {}",
+                    entry.tick
+                );
+                self.len -= 1;
+                fire(entry.item);
+            } else {
+                debug_assert!(exp.level > 0, "level-0 slot {exp:?} held a later tick");
+                self.place(entry);
+            }
+        }
+        self.scratch = batch;
+    }
+}
+
+impl<T> std::fmt::Debug for Wheel<T> {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Wheel")
+            .field("len", &self.len)
+            .field("now_ms", &self.now_ms)
+            .field("elapsed_tick", &self.elapsed)
+            .field("next_deadline_ms", &self.next_deadline_ms())
+            .finish_non_exhaustive()
+    }
+}
+
+/// `ms` rounded up to a whole tick, without overflowing at `u64::MAX`.
+fn tick_ceil(ms: u64) -> u64 {
+    ms / TICK_MS + u64::from(ms % TICK_MS != 0)
+}
+
+/// The level for an item due at `tick` when the wheel stands at `elapsed`: the index of
+/// the highest base-64 digit in which they differ, capped at the top level for ticks
+/// beyond the wheel's range.
+fn level_for(elapsed: u64, tick: u64) -> usize {
+    // OR-ing in the level-0 digit makes "differ only in digit 0" (or not at all) land
+    // on level 0 instead of leading_zeros = 64.
+    let mut masked = (elapsed ^ tick) | SLOT_MASK;
+    if masked >= WHEEL_TICKS {
+        masked = WHEEL_TICKS - 1;
+    }
+    let significant = 63 - masked.leading_zeros();
+    (significant / LEVEL_BITS) as usize
+}
+
+/// The slot of `tick` at `level`: its base-64 digit there.
+fn slot_for(tick: u64, level: usize) -> usize {
+    ((tick >> (level as u32 * LEVEL_BITS)) & SLOT_MASK) as usize
+}
+
+/// Ticks spanned by one slot of `level`.
+fn slot_range(level: usize) -> u64 {
+    1 << (level as u32 * LEVEL_BITS)
+}
+
+/// Ticks spanned by the whole of `level`.
+fn level_range(level: usize) -> u64 {
+    1 << ((level as u32 + 1) * LEVEL_BITS)
+}
+
+/// The first occupied slot of `level` at or after `elapsed`'s own slot, going round,
+/// and the tick at which it starts.
+fn next_expiration(level: usize, occupied: u64, elapsed: u64) -> Option<Expiration> {
+    if occupied == 0 {
+        return None;
+    }
+    // Rotate so bit 0 is the current slot; trailing zeros count slots until the next
+    // occupied one, wrapping past 63.
+    let now_slot = slot_for(elapsed, level) as u32;
+    let slot = ((occupied.rotate_right(now_slot).trailing_zeros() + now_slot) as usize) % SLOTS;
+    let range = level_range(level);
+    let level_start = elapsed & !(range - 1);
+    let mut tick = level_start + slot as u64 * slot_range(level);
+    if tick <= elapsed {
+        // Only the top level wraps round: it parks ticks beyond the wheel's range,
+        // whose slot may be the current one or behind it.
+        debug_assert_eq!(level, NUM_LEVELS - 1, "level {level} slot {slot} behind {elapsed}");
+        tick += range;
+    }
+    Some(Expiration { level, slot, tick })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    const SECOND: u64 = 1000;
+    const MINUTE: u64 = 60 * SECOND;
+    const HOUR: u64 = 60 * MINUTE;
+    const DAY: u64 = 24 * HOUR;
+    const YEAR: u64 = 365 * DAY;
+
+    impl<T> Wheel<T> {
+        /// Checks every structural invariant; called after each step of the tests.
+        fn check_invariants(&self) {
+            let mut count = self.due.len();
+            for (level, lvl) in self.levels.iter().enumerate() {
+                for (slot, entries) in lvl.slots.iter().enumerate() {
+                    assert_eq!(
+                        lvl.occupied & (1 << slot) != 0,
+                        !entries.is_empty(),
+                        "bitmap out of sync at level {level} slot {slot}"
+                    );
+                    for e in entries {
+                        assert!(e.tick > self.elapsed, "stale tick {} in wheel", e.tick);
+                        assert_eq!(level_for(self.elapsed, e.tick), level, "tick {}", e.tick);
+                        assert_eq!(slot_for(e.tick, level), slot, "tick {}", e.tick);
+                    }
+                    count += entries.len();
+                }
+            }
+            assert!(self.scratch.is_empty());
+            assert_eq!(count, self.len);
+            assert_eq!(self.elapsed, self.now_ms / TICK_MS);
+        }
+
+        /// Capacity held by every buffer; only grows when something allocates.
+        fn total_capacity(&self) -> usize {
+            let slots: usize = self
+                .levels
+                .iter()
+                .flat_map(|l| l.slots.iter())
+                .map(Vec::capacity)
+                .sum();
+            slots + self.scratch.capacity() + self.due.capacity()
+        }
+    }
+
+    fn fired(w: &mut Wheel<u64>, now_ms: u64) -> Vec<u64> {
+        let mut out = Vec::new();
+        w.advance(now_ms, |x| out.push(x));
+        w.check_invariants();
+        out
+    }
+
+    // ---- slot and level math ----
+
+    #[test]
+    fn tick_ceil_rounds_up_without_overflow() {
+        assert_eq!(tick_ceil(0), 0);
+        assert_eq!(tick_ceil(1), 1);
+        assert_eq!(tick_ceil(9), 1);
+        assert_eq!(tick_ceil(10), 1);
+        assert_eq!(tick_ceil(11), 2);
+        assert_eq!(tick_ceil(500), 50);
+        assert_eq!(tick_ceil(u64::MAX), u64::MAX / TICK_MS + 1);
+    }
+
+    #[test]
+    fn level_for_every_bit_boundary() {
+        let elapsed_values = [
+            0,
+            1,
+            63,
+            64,
+            4095,
+            0x5555_5555_5555,
+            WHEEL_TICKS - 1,
+            WHEEL_TICKS,
+            (1 << 60) - 1,
+        ];
+        for &e in &elapsed_values {
+            for bit in 0..64u32 {
+                let expected = ((bit / LEVEL_BITS) as usize).min(NUM_LEVELS - 1);
+                // The highest differing bit decides, whatever the lower bits do.
+                let flipped = e ^ (1 << bit);
+                let low = (1u64 << bit) - 1;
+                for tick in [flipped, flipped | low, flipped & !low] {
+                    assert_eq!(
+                        level_for(e, tick),
+                        expected,
+                        "elapsed {e:#x} tick {tick:#x} (bit {bit})"
+                    );
+                    assert_eq!(level_for(tick, e), expected, "level_for is symmetric");
+                }
+            }
+            assert_eq!(level_for(e, e), 0, "same tick is level 0");
+        }
+    }
+
+    #[test]
+    fn level_for_boundaries_from_zero() {
+        for level in 0..NUM_LEVELS {
+            let first = if level == 0 { 1 } else { slot_range(level) };
+            let last = level_range(level) - 1;
+            assert_eq!(level_for(0, first), level, "first tick of level {level}");
+            assert_eq!(level_for(0, last), level, "last tick of level {level}");
+            if level + 1 < NUM_LEVELS {
+                assert_eq!(level_for(0, last + 1), level + 1, "past level {level}");
+            }
+        }
+        // Beyond the wheel: capped at the top level.
+        assert_eq!(level_for(0, WHEEL_TICKS), NUM_LEVELS - 1);
+        assert_eq!(level_for(0, u64::MAX), NUM_LEVELS - 1);
+        // Crossing a digit boundary one tick ahead goes up a level: 63 → 64 differs in
+        // digit 1 and must cascade at 64.
+        assert_eq!(level_for(63, 64), 1);
+        assert_eq!(level_for(4095, 4096), 2);
+        assert_eq!(level_for(64, 127), 0);
+    }
+
+    #[test]
+    fn slot_for_every_digit() {
+        for level in 0..NUM_LEVELS {
+            for digit in 0..SLOTS as u64 {
+                let shift = level as u32 * LEVEL_BITS;
+                let base = digit << shift;
+                let noise_below = (1u64 << shift) - 1;
+                let noise_above = 0x2A << (shift + LEVEL_BITS);
+                for tick in [base, base | noise_below, base | noise_above] {
+                    assert_eq!(slot_for(tick, level), digit as usize, "tick {tick:#x}");
+                }
+            }
+            assert_eq!(slot_range(level) * SLOTS as u64, level_range(level));
+        }
+        assert_eq!(level_range(NUM_LEVELS - 1), WHEEL_TICKS);
+    }
+
+    #[test]
+    fn next_expiration_every_slot_pair() {
+        // Elapsed has digit `now` at `level` and arbitrary digits elsewhere.
+        for level in 0..NUM_LEVELS {
+            let shift = level as u32 * LEVEL_BITS;
+            let above = 0b1011 << (shift + LEVEL_BITS);
+            let below = (1u64 << shift) / 3;
+            for now in 0..SLOTS as u64 {
+                let elapsed = above | (now << shift) | below;
+                let level_start = elapsed & !(level_range(level) - 1);
+                for slot in 0..SLOTS as u64 {
+                    let start = level_start + slot * slot_range(level);
+                    // Lower levels never hold slots at or behind the current one.
+                    if level + 1 < NUM_LEVELS && start <= elapsed {
+                        continue;
+                    }
+                    let want = if start <= elapsed {
+                        start + level_range(level)
+                    } else {
+                        start
+                    };
+                    let got = next_expiration(level, 1 << slot, elapsed)
+                        .expect("one slot occupied");
+                    assert_eq!(got.slot, slot as usize, "level {level} now {now} slot {slot}");
+                    assert_eq!(got.tick, want, "level {level} now {now} slot {slot}");
+                    assert!(got.tick > elapsed);
+                    // With a second occupied slot further round, the nearer one wins.
+                    let other = (slot + 1 + (slot * 7) % 40) % SLOTS as u64;
+                    let two = next_expiration(level, (1 << slot) | (1 << other), elapsed)
+                        .expect("two slots occupied");
+                    let dist = |s: u64| (s + SLOTS as u64 - now) % SLOTS as u64;
+                    let valid = |s: u64| {
+                        level + 1 == NUM_LEVELS || level_start + s * slot_range(level) > elapsed
+                    };
+                    if valid(other) && dist(other) < dist(slot) && other != now {
+                        assert_eq!(two.slot, other as usize);
+                    } else if dist(slot) < dist(other) || other == slot {
+                        assert_eq!(two, got);
+                    }
+                }
+            }
+            assert_eq!(next_expiration(level, 0, 12345), None);
+        }
+    }
+
+    // ---- firing time and order ----
+
+    #[test]
+    fn every_millisecond_deadline_fires_within_one_tick() {
+        // Every deadline from 1 ms to 45 s (crossing the level-0/1/2 boundaries at
+        // 640 ms and 40.96 s) inserted at once, then time walks 1 ms at a time.
+        for start in [0, 7, 639, 640, 40_959] {
+            let span = 45 * SECOND;
+            let mut w = Wheel::new(start);
+            for d in start + 1..=start + span {
+                w.insert(d, d);
+            }
+            w.check_invariants();
+            let mut expect_next = start + 1;
+            for now in start + 1..=start + span + TICK_MS {
+                let mut fired_now = 0;
+                w.advance(now, |d| {
+                    assert!(d <= now, "deadline {d} fired early at {now}");
+                    assert!(now < d + TICK_MS, "deadline {d} fired late at {now}");
+                    assert_eq!(d, expect_next, "out of order at {now}");
+                    expect_next += 1;
+                    fired_now += 1;
+                });
+                // Firing happens exactly on tick boundaries.
+                assert!(fired_now == 0 || now % TICK_MS == 0, "fired off-tick at {now}");
+                if now % 997 == 0 {
+                    w.check_invariants();
+                }
+            }
+            assert!(w.is_empty(), "start {start}: {} left", w.len());
+            assert_eq!(expect_next, start + span + 1);
+        }
+    }
+
+    #[test]
+    fn fires_in_tick_order_then_insertion_order() {
+        let mut w = Wheel::new(0);
+        // Deadlines out of order; 105 and 101 share tick 11, 200 and 191 tick 20.
+        let deadlines = [5000, 105, 30, 200, 101, 64 * 10, 191, 1, 10, 90_000];
+        for (i, &d) in deadlines.iter().enumerate() {
+            w.insert(d, i as u64);
+        }
+        let order = fired(&mut w, 100_000);
+        let ticks: Vec<u64> = order
+            .iter()
+            .map(|&i| tick_ceil(deadlines[i as usize]))
+            .collect();
+        assert!(ticks.windows(2).all(|p| p[0] <= p[1]), "{ticks:?}");
+        // 1 and 10 share tick 1; 105/101 tick 11; 200/191 tick 20.
+        assert_eq!(order, vec![7, 8, 2, 1, 4, 6, 3, 5, 0, 9]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn ten_thousand_timers_in_one_slot() {
+        for deadline in [55, 12 * HOUR + 5] {
+            let mut w = Wheel::new(0);
+            for i in 0..10_000 {
+                w.insert(deadline, i);
+            }
+            assert_eq!(w.len(), 10_000);
+            assert!(fired(&mut w, deadline - 1).is_empty());
+            let out = fired(&mut w, tick_ceil(deadline) * TICK_MS);
+            assert_eq!(out, (0..10_000).collect::<Vec<_>>(), "insertion order");
+            assert!(w.is_empty());
+            assert_eq!(w.next_deadline_ms(), None);
+        }
+    }
+
+    #[test]
+    fn far_deadlines_cross_every_level() {
+        let far = [
+            MINUTE,
+            HOUR,
+            5 * HOUR,
+            DAY,
+            13 * DAY,
+            400 * DAY,
+            YEAR,
+            10 * YEAR,
+            21 * YEAR,
+            // Beyond the wheel's 2^36-tick range: parked at the top and re-cascaded.
+            WHEEL_TICKS * TICK_MS,
+            30 * YEAR,
+            100 * YEAR,
+        ];
+        for start in [0, 123_456_789] {
+            for &delay in &far {
+                let d = start + delay;
+                let mut w = Wheel::new(start);
+                w.insert(d, d);
+                w.check_invariants();
+                // Walk as the timer thread would: sleep until next_deadline_ms, advance.
+                let mut now = start;
+                let mut wakes = 0;
+                let mut out = Vec::new();
+                while let Some(next) = w.next_deadline_ms() {
+                    assert!(next <= tick_ceil(d) * TICK_MS, "late bound {next} for {d}");
+                    assert!(next > now, "no progress at {now}");
+                    now = next;
+                    w.advance(now, |x| out.push(x));
+                    w.check_invariants();
+                    wakes += 1;
+                    assert!(wakes < 100, "too many wakes for {delay}");
+                }
+                assert_eq!(out, vec![d]);
+                assert!(now >= d && now < d + TICK_MS, "fired at {now} for {d}");
+                // One wake per level passed plus one per extra trip round the top.
+                assert!(wakes <= NUM_LEVELS + 2, "{wakes} wakes for {delay}");
+            }
+        }
+    }
+
+    #[test]
+    fn far_deadline_does_not_fire_early_in_one_jump() {
+        for &delay in &[HOUR, DAY, YEAR, 21 * YEAR, 30 * YEAR] {
+            let mut w = Wheel::new(0);
+            w.insert(delay, 1);
+            assert!(fired(&mut w, delay - 1).is_empty(), "{delay} fired early");
+            assert_eq!(fired(&mut w, delay), vec![1]);
+        }
+    }
+
+    #[test]
+    fn past_and_present_deadlines_fire_on_next_advance() {
+        let mut w = Wheel::new(1005);
+        w.insert(0, 1);
+        w.insert(1005, 2); // exactly now, not tick-aligned
+        w.insert(500, 3);
+        w.insert(1006, 4); // future: tick 101, fires at 1010
+        assert_eq!(w.len(), 4);
+        assert_eq!(w.next_deadline_ms(), Some(1005));
+        // Same now: the due ones fire in insertion order, the future one waits.
+        assert_eq!(fired(&mut w, 1005), vec![1, 2, 3]);
+        assert_eq!(w.next_deadline_ms(), Some(1010));
+        assert!(fired(&mut w, 1009).is_empty());
+        assert_eq!(fired(&mut w, 1010), vec![4]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn due_items_fire_before_wheel_items() {
+        let mut w = Wheel::new(0);
+        w.insert(50, 1);
+        w.advance(40, |_| panic!("nothing due at 40"));
+        w.insert(30, 2); // already passed
+        assert_eq!(fired(&mut w, 50), vec![2, 1]);
+    }
+
+    #[test]
+    fn insert_after_partial_advance_at_every_offset() {
+        // The wheel stands at odd places (mid-slot, just before and after level
+        // boundaries); new items must still fire on time relative to it.
+        for now in [1, 9, 10, 11, 629, 630, 639, 640, 641, 40_950, 40_960, 40_961] {
+            let mut w = Wheel::new(0);
+            w.insert(1_000_000, 0); // something far to cascade through meanwhile
+            assert!(fired(&mut w, now).is_empty());
+            for delta in 1..=700 {
+                w.insert(now + delta, now + delta);
+            }
+            w.check_invariants();
+            let mut expected = now + 1;
+            for t in now + 1..=now + 700 + TICK_MS {
+                w.advance(t, |d| {
+                    assert_eq!(d, expected);
+                    assert!(d <= t && t < d + TICK_MS, "{d} fired at {t}");
+                    expected += 1;
+                });
+            }
+            assert_eq!(expected, now + 701);
+            assert_eq!(w.len(), 1);
+            assert_eq!(fired(&mut w, 1_000_000), vec![0]);
+        }
+    }
+
+    #[test]
+    fn insert_between_advances_keeps_fifo_in_a_cascaded_slot() {
+        let mut w = Wheel::new(0);
+        // 1 goes to level 1 now; 2 (same tick) is inserted after the level-1 slot has
+        // cascaded, straight into level 0. 1 must still fire first.
+        w.insert(700, 1);
+        assert!(fired(&mut w, 645).is_empty());
+        w.insert(700, 2);
+        w.insert(695, 3);
+        assert_eq!(fired(&mut w, 700), vec![3, 1, 2]);
+    }
+
+    #[test]
+    fn rearming_from_fired_items_keeps_order() {
+        // The retransmit pattern: each firing schedules the next one (doubling, as
+        // RFC 3261 Timer E does, capped at T2 = 4 s).
+        let mut w = Wheel::new(0);
+        let mut interval = 500;
+        w.insert(interval, interval);
+        let mut now = 0;
+        let mut fires = Vec::new();
+        while fires.len() < 10 {
+            now += TICK_MS;
+            let mut got = Vec::new();
+            w.advance(now, |x| got.push(x));
+            for _ in got {
+                fires.push(now);
+                interval = (interval * 2).min(4000);
+                w.insert(now + interval, interval);
+            }
+        }
+        let gaps: Vec<u64> = fires.windows(2).map(|p| p[1] - p[0]).collect();
+        assert_eq!(fires[0], 500);
+        assert_eq!(gaps, vec![1000, 2000, 4000, 4000, 4000, 4000, 4000, 4000, 4000]);
+    }
+
+    #[test]
+    fn large_jump_fires_everything_in_order() {
+        let mut w = Wheel::new(42);
+        let mut deadlines = Vec::new();
+        let mut x: u64 = 0x9E37_79B9_7F4A_7C15;
+        for i in 0..5000u64 {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            let d = 42 + x % (3 * YEAR) + i % 3;
+            deadlines.push(d);
+            w.insert(d, d);
+        }
+        let out = fired(&mut w, 42 + 3 * YEAR + 10);
+        assert_eq!(out.len(), deadlines.len());
+        let ticks: Vec<u64> = out.iter().map(|&d| tick_ceil(d)).collect();
+        assert!(ticks.windows(2).all(|p| p[0] <= p[1]), "order across levels");
+        deadlines.sort_unstable();
+        let mut sorted_out = out.clone();
+        sorted_out.sort_unstable();
+        assert_eq!(sorted_out, deadlines);
+        assert!(w.is_empty());
+        assert_eq!(w.next_deadline_ms(), None);
+    }
+
+    #[test]
+    fn time_going_back_is_ignored() {
+        let mut w = Wheel::new(1000);
+        w.insert(1500, 1);
+        assert!(fired(&mut w, 1200).is_empty());
+        assert!(fired(&mut w, 100).is_empty(), "earlier now is clamped");
+        w.insert(1100, 2); // before the wheel's time: due now
+        assert_eq!(fired(&mut w, 900), vec![2]);
+        assert_eq!(fired(&mut w, 1500), vec![1]);
+    }
+
+    #[test]
+    fn len_and_next_deadline_track_contents() {
+        let mut w: Wheel<u64> = Wheel::new(0);
+        assert!(w.is_empty());
+        assert_eq!(w.next_deadline_ms(), None);
+        w.insert(25, 1);
+        w.insert(HOUR, 2);
+        assert_eq!(w.len(), 2);
+        assert_eq!(w.next_deadline_ms(), Some(30), "level-0 bound is exact");
+        assert_eq!(fired(&mut w, 30), vec![1]);
+        assert_eq!(w.len(), 1);
+        let bound = w.next_deadline_ms().expect("one left");
+        assert!(bound > 30 && bound <= HOUR, "cascade bound {bound}");
+        assert_eq!(fired(&mut w, HOUR), vec![2]);
+        assert!(w.is_empty());
+    }
+
+    #[test]
+    fn maximal_deadline_is_parked_not_lost() {
+        let mut w = Wheel::new(0);
+        w.insert(u64::MAX, 1);
+        w.insert(5, 2);
+        assert_eq!(fired(&mut w, 100 * YEAR), vec![2]);
+        assert_eq!(w.len(), 1);
+        assert!(w.next_deadline_ms().is_some_and(|d| d > 100 * YEAR));
+    }
+
+    #[test]
+    fn steady_state_reuses_slot_vectors() {
+        // 20 000 registrations refreshing every 60 s, 10 new ones per tick: after one
+        // warm-up period the buffers have circulated and grown to size; from then on
+        // total capacity stays flat, i.e. no Vec reallocated (and none was freed).
+        let mut w = Wheel::new(0);
+        let period = 60 * SECOND;
+        let mut id = 0u64;
+        let per_tick = 10;
+        for tick in 0..(period / TICK_MS) {
+            for _ in 0..per_tick {
+                w.insert(tick * TICK_MS + period, id);
+                id += 1;
+            }
+        }
+        let mut rearm = Vec::with_capacity(1024);
+        let mut run = |w: &mut Wheel<u64>, from: u64, to: u64| {
+            let mut now = from;
+            while now < to {
+                now += TICK_MS;
+                w.advance(now, |x| rearm.push(x));
+                for x in rearm.drain(..) {
+                    w.insert(now + period, x);
+                }
+            }
+        };
+        run(&mut w, 0, 3 * period);
+        let warm = w.total_capacity();
+        run(&mut w, 3 * period, 10 * period);
+        assert_eq!(w.total_capacity(), warm, "a slot vector reallocated");
+        assert_eq!(w.len(), 20 * per_tick as usize * 100 * 6 / 6 / 10);
+        w.check_invariants();
+    }
+
+    // ---- property test against a naive oracle ----
+
+    /// The obvious implementation: a list of everything pending, sorted on demand.
+    struct Oracle {
+        now_ms: u64,
+        /// (tick used for ordering, insertion seq, deadline, due at insertion)
+        pending: Vec<(u64, u64, u64, bool)>,
+    }
+
+    impl Oracle {
+        fn insert(&mut self, deadline: u64, seq: u64) {
+            let due = deadline <= self.now_ms;
+            let tick = if due {
+                self.now_ms / TICK_MS
+            } else {
+                tick_ceil(deadline)
+            };
+            self.pending.push((tick, seq, deadline, due));
+        }
+
+        fn advance(&mut self, now_ms: u64) -> Vec<u64> {
+            self.now_ms = self.now_ms.max(now_ms);
+            let now = self.now_ms;
+            let (mut fire, keep): (Vec<_>, Vec<_>) = self
+                .pending
+                .iter()
+                .partition(|&&(tick, _, _, due)| due || tick * TICK_MS <= now);
+            self.pending = keep;
+            fire.sort_unstable_by_key(|&(tick, seq, _, _)| (tick, seq));
+            fire.into_iter().map(|(_, seq, _, _)| seq).collect()
+        }
+
+        fn earliest_fire_ms(&self) -> Option<u64> {
+            self.pending
+                .iter()
+                .map(|&(tick, _, _, due)| if due { self.now_ms } else { tick * TICK_MS })
+                .min()
+        }
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Deadline relative to the current time; may be in the past.
+        Insert(i64),
+        /// Insert this many items with the same deadline.
+        Burst(u16, u64),
+        Advance(u64),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        let delay = prop_oneof![
+            4 => 0i64..100,
+            4 => 0i64..20_000,
+            2 => 0i64..(DAY as i64),
+            1 => 0i64..(40 * YEAR as i64),
+            1 => -5000i64..=0,
+        ];
+        let step = prop_oneof![
+            4 => 0u64..25,
+            3 => 0u64..2_000,
+            2 => 0u64..(HOUR * 3),
+            1 => 0u64..(30 * YEAR),
+        ];
+        prop_oneof![
+            5 => delay.prop_map(Op::Insert),
+            1 => (1u16..300, 0u64..5000).prop_map(|(n, d)| Op::Burst(n, d)),
+            3 => step.prop_map(Op::Advance),
+        ]
+    }
+
+    proptest! {
+        #![proptest_config(ProptestConfig::with_cases(512))]
+
+        #[test]
+        fn matches_naive_oracle(start in 0u64..10_000_000, ops in prop::collection::vec(op(), 1..120)) {
+            let mut w = Wheel::new(start);
+            let mut oracle = Oracle { now_ms: start, pending: Vec::new() };
+            let mut deadlines = Vec::new();
+            let mut now = start;
+            for op in ops {
+                match op {
+                    Op::Insert(rel) => {
+                        let d = now.saturating_add_signed(rel);
+                        oracle.insert(d, deadlines.len() as u64);
+                        w.insert(d, deadlines.len() as u64);
+                        deadlines.push(d);
+                    }
+                    Op::Burst(n, rel) => {
+                        for _ in 0..n {
+                            let d = now + rel;
+                            oracle.insert(d, deadlines.len() as u64);
+                            w.insert(d, deadlines.len() as u64);
+                            deadlines.push(d);
+                        }
+                    }
+                    Op::Advance(step) => {
+                        now += step;
+                        let want = oracle.advance(now);
+                        let got = fired(&mut w, now);
+                        for &seq in &got {
+                            prop_assert!(deadlines[seq as usize] <= now, "fired early");
+                        }
+                        prop_assert_eq!(got, want, "at now {}", now);
+                    }
+                }
+                prop_assert_eq!(w.len(), oracle.pending.len());
+                w.check_invariants();
+                let bound = w.next_deadline_ms();
+                match oracle.earliest_fire_ms() {
+                    None => prop_assert_eq!(bound, None),
+                    Some(real) => {
+                        let bound = bound.expect("non-empty wheel has a deadline");
+                        prop_assert!(bound <= real, "bound {} later than {}", bound, real);
+                    }
+                }
+            }
+            // Drain everything left and compare once more.
+            let end = now + 50 * YEAR;
+            prop_assert_eq!(fired(&mut w, end), oracle.advance(end));
+            prop_assert!(w.is_empty());
+        }
+    }
+}
