@@ -5,5 +5,11 @@
 //! I/O shell (`transport`) that owns sockets and threads. See DESIGN.md.
 
 pub mod auth;
+pub mod config;
+pub mod registrar;
+pub mod registry;
+pub mod server;
 pub mod sip;
+pub mod stats;
 pub mod timer;
+pub mod transport;

@@ -359,7 +359,6 @@ fn rfc4475_specific_errors() {
     assert_eq!(msg.value(HeaderId::Subject), Some(&b""[..]));
     let nf = msg
         .headers()
-        .iter()
         .find(|h| h.name == b"NewFangledHeader")
         .unwrap();
     assert!(nf.is_folded());

@@ -233,6 +233,19 @@ impl CredentialStore {
         self.users.is_empty() && self.password.is_none()
     }
 
+    /// True when `user` (an unquoted name, e.g. the AOR's user part) has its
+    /// own line in the credentials file: only that user may register it.
+    pub fn is_listed(&self, user: &[u8]) -> bool {
+        self.users.contains_key(user)
+    }
+
+    /// True when the digest `username` (as quoted in the header) authenticates
+    /// through its own file line rather than the shared password.
+    pub fn is_listed_username(&self, username: &[u8]) -> bool {
+        let mut buf = [0u8; MAX_ESCAPED_USERNAME];
+        unquote_into(username, &mut buf).is_some_and(|u| self.users.contains_key(u))
+    }
+
     /// HA1 for `username` as it appears between the quotes of the
     /// Authorization header (quoted-pairs are undone here).
     ///

@@ -327,6 +327,7 @@ pub fn client_response(
 /// Only checks the digest: the caller also checks the nonce
 /// ([`super::NonceSecret::check`]), the realm and, with qop, the nonce-count
 /// ([`super::NonceCounts`]) — or uses [`super::Authenticator`], which does it all.
+#[must_use]
 pub fn verify(resp: &DigestResponse<'_>, method: &[u8], ha1: &Ha1) -> bool {
     verify_detailed(resp, method, ha1).is_ok()
 }

@@ -63,6 +63,7 @@ pub use nonce_count::{
 
 /// Outcome of [`Authenticator::authenticate`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
 pub enum Verdict {
     /// Accept the request.
     Authorized,

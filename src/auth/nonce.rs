@@ -68,6 +68,7 @@ pub struct NonceSecret {
 
 /// Result of [`NonceSecret::check`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
 pub enum NonceStatus {
     /// Issued by this process and younger than the ttl.
     Fresh,

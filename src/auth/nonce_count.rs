@@ -125,6 +125,7 @@ impl NonceCounts {
     /// RFC 7616 §3.4), `nc == 0` (counts start at 1, RFC 2617 §3.2.2), a
     /// nonce not of our format or past its ttl, or a new nonce while the
     /// table is full (see the module docs).
+    #[must_use]
     pub fn check_and_update(&self, nonce: &[u8], nc: u32, now_secs: u64) -> bool {
         let Some((key, issued)) = nonce::decode(nonce) else {
             return false;

@@ -1,8 +1,6 @@
 //! name-addr / addr-spec (RFC 3261 §20.10, §25.1) as used by From, To, Contact,
 //! Route and friends, and the SIP / SIPS / tel URI inside them (§19.1).
 
-use memchr::{memchr, memrchr};
-
 use super::bytes::{self, is_lws};
 use super::params::Params;
 use super::via::{has_empty_param, split_host_port};
@@ -40,7 +38,7 @@ impl<'a> NameAddr<'a> {
             }
             (Some(&v[1..close]), rest)
         } else {
-            match memchr(b'<', v) {
+            match bytes::find(b'<', v) {
                 Some(lt) => {
                     let words = bytes::trim(&v[..lt]);
                     // Unquoted display names are tokens separated by LWS
@@ -57,21 +55,21 @@ impl<'a> NameAddr<'a> {
             }
         };
         let (uri, params_raw) = if let Some(inner) = rest.strip_prefix(b"<") {
-            let gt = memchr(b'>', inner).ok_or(ViewError::NameAddr)?;
+            let gt = bytes::find(b'>', inner).ok_or(ViewError::NameAddr)?;
             (&inner[..gt], &inner[gt + 1..])
         } else {
             // addr-spec: parameters after the URI belong to the header, so the
             // URI ends at the first ';' (RFC 3261 §20.10).
-            let semi = memchr(b';', rest).unwrap_or(rest.len());
+            let semi = bytes::find(b';', rest).unwrap_or(rest.len());
             let uri = bytes::trim_end(&rest[..semi]);
             // An addr-spec cannot carry `?headers` (RFC 4475 §3.1.2.13).
-            if memchr(b'?', uri).is_some() {
+            if bytes::find(b'?', uri).is_some() {
                 return Err(ViewError::NameAddr);
             }
             (uri, &rest[semi..])
         };
         // No white space inside the URI (RFC 4475 §3.1.2.14) and a scheme.
-        if uri.is_empty() || uri.iter().any(|&c| is_lws(c)) || memchr(b':', uri).is_none() {
+        if uri.is_empty() || uri.iter().any(|&c| is_lws(c)) || bytes::find(b':', uri).is_none() {
             return Err(ViewError::NameAddr);
         }
         if has_empty_param(params_raw) {
@@ -120,7 +118,7 @@ impl<'a> NameAddr<'a> {
 /// RFC 3261 qvalue: `0[.0-3 digits]` or `1[.0-3 zeros]`, as thousandths.
 pub fn parse_qvalue(v: &[u8]) -> Option<u16> {
     let v = bytes::unquote(v);
-    let (int, frac) = match memchr(b'.', v) {
+    let (int, frac) = match bytes::find(b'.', v) {
         Some(d) => (&v[..d], &v[d + 1..]),
         None => (v, &v[v.len()..]),
     };
@@ -165,7 +163,7 @@ pub struct Uri<'a> {
 
 impl<'a> Uri<'a> {
     pub fn parse(uri: &'a [u8]) -> Result<Uri<'a>, ViewError> {
-        let colon = memchr(b':', uri).ok_or(ViewError::Uri)?;
+        let colon = bytes::find(b':', uri).ok_or(ViewError::Uri)?;
         let scheme_raw = &uri[..colon];
         let scheme = if scheme_raw.eq_ignore_ascii_case(b"sip") {
             Scheme::Sip
@@ -184,7 +182,7 @@ impl<'a> Uri<'a> {
         match scheme {
             Scheme::Sip | Scheme::Sips => {}
             Scheme::Tel => {
-                let semi = memchr(b';', rest).unwrap_or(rest.len());
+                let semi = bytes::find(b';', rest).unwrap_or(rest.len());
                 if semi == 0 {
                     return Err(ViewError::Uri);
                 }
@@ -214,19 +212,19 @@ impl<'a> Uri<'a> {
         }
         // The user part may itself contain ';', '?' and ':' (RFC 4475 §3.1.1.2,
         // §3.1.1.9), but never an unescaped '@', so the last '@' ends it.
-        let (userinfo, hostpart) = match memrchr(b'@', rest) {
+        let (userinfo, hostpart) = match bytes::rfind(b'@', rest) {
             Some(at) => (Some(&rest[..at]), &rest[at + 1..]),
             None => (None, rest),
         };
-        let (hostpart, headers) = match memchr(b'?', hostpart) {
+        let (hostpart, headers) = match bytes::find(b'?', hostpart) {
             Some(q) => (&hostpart[..q], Some(&hostpart[q + 1..])),
             None => (hostpart, None),
         };
-        let semi = memchr(b';', hostpart).unwrap_or(hostpart.len());
+        let semi = bytes::find(b';', hostpart).unwrap_or(hostpart.len());
         let (host, port) = split_host_port(&hostpart[..semi]).ok_or(ViewError::Uri)?;
         let (user, password) = match userinfo {
             // Passwords follow the first ':' of the userinfo (§19.1.1).
-            Some(ui) => match memchr(b':', ui) {
+            Some(ui) => match bytes::find(b':', ui) {
                 Some(c) => (Some(&ui[..c]), Some(&ui[c + 1..])),
                 None => (Some(ui), None),
             },

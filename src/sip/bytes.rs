@@ -100,6 +100,20 @@ pub fn parse_u32_lenient(s: &[u8]) -> Option<u32> {
     }
 }
 
+/// Position of `needle` in a short slice. Header values and parameters are tens
+/// of bytes, where a plain loop beats `memchr`'s vector set-up and call; line
+/// ends in a whole message still use `memchr`.
+#[inline]
+pub fn find(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().position(|&c| c == needle)
+}
+
+/// Last position of `needle` in a short slice (see [`find`]).
+#[inline]
+pub fn rfind(needle: u8, hay: &[u8]) -> Option<usize> {
+    hay.iter().rposition(|&c| c == needle)
+}
+
 /// Finds `needle` in `hay` outside double-quoted strings (with `\` escapes).
 pub fn find_unquoted(hay: &[u8], needle: u8) -> Option<usize> {
     let mut in_quote = false;
@@ -158,12 +172,13 @@ pub fn unquote(s: &[u8]) -> &[u8] {
 /// Index of the quote closing the quoted string that starts at `v[0]`.
 pub fn closing_quote(v: &[u8]) -> Option<usize> {
     let mut i = 1;
-    while i < v.len() {
-        match v[i] {
-            b'\\' => i += 2,
-            b'"' => return Some(i),
-            _ => i += 1,
+    while let Some(off) = memchr::memchr2(b'"', b'\\', v.get(i..)?) {
+        let at = i + off;
+        if v[at] == b'"' {
+            return Some(at);
         }
+        // A quoted-pair: skip the escaped byte, whatever it is.
+        i = at + 2;
     }
     None
 }

@@ -3,16 +3,32 @@
 //! comma-separated list of `name=value` pairs whose values are quoted strings
 //! (`username="admin"`) or tokens (`algorithm=MD5`, `nc=00000001`).
 
-use memchr::memchr;
-
 use super::bytes::{self, is_lws};
 use super::ViewError;
+
+/// Parameters the registrar reads, captured in the single validating pass so
+/// each lookup is an array index instead of a re-scan.
+const KNOWN: [&[u8]; 12] = [
+    b"username",
+    b"realm",
+    b"nonce",
+    b"uri",
+    b"response",
+    b"algorithm",
+    b"qop",
+    b"nc",
+    b"cnonce",
+    b"opaque",
+    b"stale",
+    b"domain",
+];
 
 /// A credential or challenge: `Digest realm="…", nonce="…"`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct AuthHeader<'a> {
     pub scheme: &'a [u8],
     pub params_raw: &'a [u8],
+    known: [Option<&'a [u8]>; KNOWN.len()],
 }
 
 impl<'a> AuthHeader<'a> {
@@ -24,11 +40,20 @@ impl<'a> AuthHeader<'a> {
             return Err(ViewError::Auth);
         }
         let params_raw = bytes::trim_start(&v[end..]);
-        // Validate every pair once here so iteration never meets garbage.
+        let mut known = [None; KNOWN.len()];
+        // One pass validates every pair and remembers the well-known ones (the
+        // first occurrence wins; duplicates are the verifier's business).
         for p in AuthParams::new(params_raw) {
-            p?;
+            let (name, value) = p?;
+            if let Some(i) = KNOWN.iter().position(|k| k.eq_ignore_ascii_case(name)) {
+                known[i].get_or_insert(value);
+            }
         }
-        Ok(AuthHeader { scheme, params_raw })
+        Ok(AuthHeader {
+            scheme,
+            params_raw,
+            known,
+        })
     }
 
     pub fn is_digest(&self) -> bool {
@@ -42,9 +67,13 @@ impl<'a> AuthHeader<'a> {
 
     /// The value of the named parameter (case-insensitive name).
     pub fn param(&self, name: &[u8]) -> Option<&'a [u8]> {
-        self.params()
-            .find(|(n, _)| n.eq_ignore_ascii_case(name))
-            .map(|(_, v)| v)
+        match KNOWN.iter().position(|k| k.eq_ignore_ascii_case(name)) {
+            Some(i) => self.known[i],
+            None => self
+                .params()
+                .find(|(n, _)| n.eq_ignore_ascii_case(name))
+                .map(|(_, v)| v),
+        }
     }
 }
 
@@ -71,7 +100,7 @@ impl<'a> Iterator for AuthParams<'a> {
                 self.rest = r;
                 continue;
             }
-            let Some(eq) = memchr(b'=', rest) else {
+            let Some(eq) = bytes::find(b'=', rest) else {
                 self.rest = b"";
                 return Some(Err(ViewError::Auth));
             };
@@ -86,7 +115,7 @@ impl<'a> Iterator for AuthParams<'a> {
                     }
                 }
             } else {
-                let end = memchr(b',', after).unwrap_or(after.len());
+                let end = bytes::find(b',', after).unwrap_or(after.len());
                 (bytes::trim(&after[..end]), &after[end..])
             };
             let next = bytes::trim_start(next);

@@ -7,7 +7,11 @@ macro_rules! headers {
         /// A header the scanner recognises by name; `Other` for the rest.
         #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
         #[repr(u8)]
-        pub enum HeaderId { $( $id, )* Other }
+        pub enum HeaderId {
+            /// Any header not listed; first so an empty header table is all zeroes.
+            Other,
+            $( $id, )*
+        }
 
         impl HeaderId {
             /// Every known id, in declaration order (`Other` excluded).
@@ -23,11 +27,6 @@ macro_rules! headers {
             /// The compact form, if the header has one.
             pub const fn compact(self) -> Option<u8> {
                 match self { $( HeaderId::$id => headers!(@compact $($compact)?), )* HeaderId::Other => None }
-            }
-
-            fn from_lower(lower: &[u8]) -> HeaderId {
-                $( if lower.eq_ignore_ascii_case($name.as_bytes()) { return HeaderId::$id; } )*
-                HeaderId::Other
             }
         }
     };
@@ -106,6 +105,31 @@ const COMPACT: [HeaderId; 26] = {
     t
 };
 
+/// One more than the longest known name ("Authentication-Info", 19 bytes).
+const MAX_NAME: usize = 20;
+
+/// Candidates by (first letter, length); no pair has more than two names.
+const BY_FIRST_AND_LEN: [[[HeaderId; 2]; MAX_NAME]; 26] = {
+    let mut t = [[[HeaderId::Other; 2]; MAX_NAME]; 26];
+    let mut i = 0;
+    while i < HeaderId::ALL.len() {
+        let id = HeaderId::ALL[i];
+        let name = id.name().as_bytes();
+        let cell = &mut t[((name[0] | 0x20) - b'a') as usize][name.len()];
+        if matches!(cell[0], HeaderId::Other) {
+            cell[0] = id;
+        } else {
+            assert!(
+                matches!(cell[1], HeaderId::Other),
+                "three names share a cell"
+            );
+            cell[1] = id;
+        }
+        i += 1;
+    }
+    t
+};
+
 impl HeaderId {
     /// Identifies a header name (already validated as a token), ignoring case.
     #[inline]
@@ -118,21 +142,19 @@ impl HeaderId {
                 HeaderId::Other
             };
         }
-        // Cheap pre-filter on the first letter keeps the common case to a couple
-        // of comparisons instead of walking the whole table.
-        let first = name.first().map_or(0, |c| c.to_ascii_lowercase());
-        match first {
-            b'v' if name.eq_ignore_ascii_case(b"via") => HeaderId::Via,
-            b'f' if name.eq_ignore_ascii_case(b"from") => HeaderId::From,
-            b't' if name.eq_ignore_ascii_case(b"to") => HeaderId::To,
-            b'c' if name.eq_ignore_ascii_case(b"call-id") => HeaderId::CallId,
-            b'c' if name.eq_ignore_ascii_case(b"cseq") => HeaderId::CSeq,
-            b'c' if name.eq_ignore_ascii_case(b"contact") => HeaderId::Contact,
-            b'c' if name.eq_ignore_ascii_case(b"content-length") => HeaderId::ContentLength,
-            b'e' if name.eq_ignore_ascii_case(b"expires") => HeaderId::Expires,
-            b'm' if name.eq_ignore_ascii_case(b"max-forwards") => HeaderId::MaxForwards,
-            _ => HeaderId::from_lower(name),
+        // Dispatch on (first letter, length) to at most two candidates, then one
+        // case-insensitive comparison.
+        let len = name.len();
+        let first = name.first().map_or(0, |c| c | 0x20);
+        if !first.is_ascii_lowercase() || len >= MAX_NAME {
+            return HeaderId::Other;
         }
+        for &id in &BY_FIRST_AND_LEN[usize::from(first - b'a')][len] {
+            if id != HeaderId::Other && name.eq_ignore_ascii_case(id.name().as_bytes()) {
+                return id;
+            }
+        }
+        HeaderId::Other
     }
 
     /// Headers whose value is a comma-separated list (RFC 3261 §7.3.1): several
@@ -226,5 +248,9 @@ mod tests {
         assert_eq!(HeaderId::lookup(b"1"), HeaderId::Other);
         assert_eq!(HeaderId::lookup(b"X-Custom"), HeaderId::Other);
         assert_eq!(HeaderId::lookup(b"C%6Fntact"), HeaderId::Other);
+        assert_eq!(HeaderId::lookup(b""), HeaderId::Other);
+        assert_eq!(HeaderId::lookup(b"Authentication-Info-X"), HeaderId::Other);
+        assert_eq!(HeaderId::lookup(b"Call\rID"), HeaderId::Other);
+        assert_eq!(HeaderId::lookup(b"Call_ID"), HeaderId::Other);
     }
 }

@@ -23,22 +23,23 @@ impl<'a> Iterator for ListIter<'a> {
 
     fn next(&mut self) -> Option<&'a [u8]> {
         let rest = self.rest?;
-        let mut in_quote = false;
-        let mut in_angle = false;
         let mut i = 0;
-        while i < rest.len() {
-            match rest[i] {
-                b'\\' if in_quote => i += 1,
-                b'"' => in_quote = !in_quote,
-                b'<' if !in_quote => in_angle = true,
-                b'>' if !in_quote => in_angle = false,
-                b',' if !in_quote && !in_angle => {
-                    self.rest = Some(&rest[i + 1..]);
-                    return Some(bytes::trim(&rest[..i]));
+        // Jump between the only bytes that matter instead of walking each one.
+        while let Some(off) = memchr::memchr3(b',', b'"', b'<', &rest[i..]) {
+            let at = i + off;
+            let skip_to = match rest[at] {
+                b',' => {
+                    self.rest = Some(&rest[at + 1..]);
+                    return Some(bytes::trim(&rest[..at]));
                 }
-                _ => {}
+                b'"' => bytes::closing_quote(&rest[at..]).map(|c| at + c + 1),
+                _ => bytes::find(b'>', &rest[at..]).map(|c| at + c + 1),
+            };
+            match skip_to {
+                Some(next) => i = next,
+                // Unbalanced quote or bracket: the rest is one (bad) element.
+                None => break,
             }
-            i += 1;
         }
         self.rest = None;
         Some(bytes::trim(rest))

@@ -4,10 +4,10 @@
 
 use memchr::memchr;
 
+use super::addr::NameAddr;
 use super::bytes::{self, TOKEN, URI_CHAR};
 use super::error::ScanError;
 use super::header::HeaderId;
-use super::addr::NameAddr;
 use super::list::ListIter;
 use super::via::Via;
 use super::ViewError;
@@ -143,11 +143,35 @@ impl Default for Header<'_> {
     }
 }
 
+/// Where one header sits in the message: offsets instead of slices keep the
+/// per-message table at 10 bytes a header (messages are at most 64 KiB, so u16
+/// offsets suffice), which makes `scan`'s result cheap to build and to move.
+#[derive(Debug, Clone, Copy)]
+struct Slot {
+    id: HeaderId,
+    name_at: u16,
+    name_len: u16,
+    value_at: u16,
+    value_len: u16,
+}
+
+const EMPTY_SLOT: Slot = Slot {
+    id: HeaderId::Other,
+    name_at: 0,
+    name_len: 0,
+    value_at: 0,
+    value_len: 0,
+};
+
+const _: () = assert!(MAX_UDP_MESSAGE <= u16::MAX as usize);
+
 /// A scanned SIP message: every slice borrows the input buffer.
 #[derive(Clone)]
 pub struct Message<'a> {
     pub start: StartLine<'a>,
-    headers: [Header<'a>; MAX_HEADERS],
+    /// The message from its start line on (leading CRLFs skipped).
+    data: &'a [u8],
+    slots: [Slot; MAX_HEADERS],
     count: u8,
     first: [u8; HeaderId::COUNT],
     cseq: CSeq<'a>,
@@ -161,15 +185,32 @@ impl std::fmt::Debug for Message<'_> {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Message")
             .field("start", &self.start)
-            .field("headers", &self.headers())
+            .field("headers", &self.headers().collect::<Vec<_>>())
             .field("body_len", &self.body.len())
             .finish()
     }
 }
 
 impl<'a> Message<'a> {
-    pub fn headers(&self) -> &[Header<'a>] {
-        &self.headers[..usize::from(self.count)]
+    /// Every header, in message order.
+    pub fn headers(&self) -> impl Iterator<Item = Header<'a>> + '_ {
+        self.slots[..usize::from(self.count)]
+            .iter()
+            .map(|s| self.materialise(s))
+    }
+
+    pub fn header_count(&self) -> usize {
+        usize::from(self.count)
+    }
+
+    #[inline]
+    fn materialise(&self, s: &Slot) -> Header<'a> {
+        let (n, v) = (usize::from(s.name_at), usize::from(s.value_at));
+        Header {
+            id: s.id,
+            name: &self.data[n..n + usize::from(s.name_len)],
+            value: &self.data[v..v + usize::from(s.value_len)],
+        }
     }
 
     pub fn request(&self) -> Option<&RequestLine<'a>> {
@@ -189,10 +230,10 @@ impl<'a> Message<'a> {
 
     /// The first header with this id, in O(1).
     #[inline]
-    pub fn header(&self, id: HeaderId) -> Option<&Header<'a>> {
+    pub fn header(&self, id: HeaderId) -> Option<Header<'a>> {
         match self.first[id as usize] {
             NONE => None,
-            i => self.headers.get(usize::from(i)),
+            i => self.slots.get(usize::from(i)).map(|s| self.materialise(s)),
         }
     }
 
@@ -203,12 +244,16 @@ impl<'a> Message<'a> {
     }
 
     /// Every header with this id, in message order.
-    pub fn all(&self, id: HeaderId) -> impl Iterator<Item = &Header<'a>> + '_ {
+    pub fn all(&self, id: HeaderId) -> impl Iterator<Item = Header<'a>> + '_ {
+        let count = usize::from(self.count);
         let start = match self.first[id as usize] {
-            NONE => self.headers().len(),
+            NONE => count,
             i => usize::from(i),
         };
-        self.headers()[start..].iter().filter(move |h| h.id == id)
+        self.slots[start..count]
+            .iter()
+            .filter(move |s| s.id == id)
+            .map(|s| self.materialise(s))
     }
 
     /// Every comma-separated element of every header with this id, in order:
@@ -289,7 +334,8 @@ fn scan_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ScanError> {
 
     let mut msg = Message {
         start,
-        headers: [Header::EMPTY; MAX_HEADERS],
+        data,
+        slots: [EMPTY_SLOT; MAX_HEADERS],
         count: 0,
         first: [NONE; HeaderId::COUNT],
         cseq: CSeq {
@@ -300,17 +346,28 @@ fn scan_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ScanError> {
         body: b"",
     };
 
-    let (consumed, count) = parse_headers(&data[pos..], &mut msg.headers, mode)?;
-    pos += consumed;
-    msg.count = count as u8;
-    for (i, h) in msg.headers[..count].iter().enumerate() {
-        let slot = &mut msg.first[h.id as usize];
-        if *slot == NONE {
-            *slot = i as u8;
+    let mut count = 0usize;
+    let (consumed, _) = parse_headers(&data[pos..], mode, |h| {
+        let slot = msg.slots.get_mut(count).ok_or(ScanError::TooManyHeaders)?;
+        // Offsets fit in u16: the whole message is at most MAX_UDP_MESSAGE.
+        *slot = Slot {
+            id: h.id,
+            name_at: bytes::offset_in(data, h.name) as u16,
+            name_len: h.name.len() as u16,
+            value_at: bytes::offset_in(data, h.value) as u16,
+            value_len: h.value.len() as u16,
+        };
+        let first = &mut msg.first[h.id as usize];
+        if *first == NONE {
+            *first = count as u8;
         } else if h.id.is_singleton() && mode == Mode::Strict {
             return Err(ScanError::DuplicateHeader(h.id));
         }
-    }
+        count += 1;
+        Ok(())
+    })?;
+    pos += consumed;
+    msg.count = count as u8;
 
     msg.head = &data[..pos];
     let after = &data[pos..];
@@ -505,16 +562,27 @@ pub fn scan_headers<'a>(
     buf: &'a [u8],
     out: &mut [Header<'a>],
 ) -> Result<(usize, usize), ScanError> {
-    parse_headers(buf, out, Mode::Strict)
+    let mut n = 0;
+    parse_headers(buf, Mode::Strict, |h| {
+        *out.get_mut(n).ok_or(ScanError::TooManyHeaders)? = h;
+        n += 1;
+        Ok(())
+    })
 }
 
+/// Walks the header lines, handing each to `push`; returns (bytes consumed
+/// through the empty line, header count).
+#[inline]
 fn parse_headers<'a>(
     data: &'a [u8],
-    out: &mut [Header<'a>],
     mode: Mode,
+    mut push: impl FnMut(Header<'a>) -> Result<(), ScanError>,
 ) -> Result<(usize, usize), ScanError> {
     let mut pos = 0;
     let mut count = 0;
+    // One vectorised search over the whole header section instead of a fresh
+    // `memchr` call per line.
+    let mut line_ends = memchr::memchr_iter(b'\n', data);
     loop {
         let rest = &data[pos..];
         // Empty line: end of the header section.
@@ -530,39 +598,22 @@ fn parse_headers<'a>(
             }
             return Err(ScanError::UnterminatedHeaders);
         }
-        let (line_len, next) = header_line_end(rest)?;
-        let slot = out.get_mut(count).ok_or(ScanError::TooManyHeaders)?;
-        *slot = scan_header_line(&rest[..line_len])?;
-        count += 1;
-        pos += next;
-    }
-}
-
-/// Finds the end of one header line including its continuation lines. Returns
-/// (length of the line without its final line end, offset of the next line).
-#[inline]
-fn header_line_end(rest: &[u8]) -> Result<(usize, usize), ScanError> {
-    let mut from = 0;
-    loop {
-        let nl = match memchr(b'\n', &rest[from..]) {
-            Some(n) => from + n,
-            None => return Err(ScanError::UnterminatedHeaders),
-        };
-        if nl > MAX_LINE {
-            return Err(ScanError::LineTooLong);
-        }
-        // RFC 3261 §7.3.1: a line starting with SP or HTAB continues the previous.
-        match rest.get(nl + 1) {
-            Some(b' ' | b'\t') => from = nl + 1,
-            _ => {
-                let end = if nl > 0 && rest[nl - 1] == b'\r' {
-                    nl - 1
-                } else {
-                    nl
-                };
-                return Ok((end, nl + 1));
+        // The line ends at the first '\n' not followed by SP or HTAB
+        // (RFC 3261 §7.3.1: such a line continues the previous one).
+        let nl = loop {
+            let nl = line_ends.next().ok_or(ScanError::UnterminatedHeaders)?;
+            debug_assert!(nl >= pos, "line ends are consumed in order");
+            if nl - pos > MAX_LINE {
+                return Err(ScanError::LineTooLong);
             }
-        }
+            if !matches!(data.get(nl + 1), Some(b' ' | b'\t')) {
+                break nl;
+            }
+        };
+        let end = if data[nl - 1] == b'\r' { nl - 1 } else { nl };
+        push(scan_header_line(&data[pos..end])?)?;
+        count += 1;
+        pos = nl + 1;
     }
 }
 

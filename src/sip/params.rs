@@ -50,7 +50,7 @@ impl<'a> Iterator for Params<'a> {
                 // `;;` — nothing between separators; skip it.
                 continue;
             }
-            let (name, value) = match memchr::memchr(b'=', item) {
+            let (name, value) = match bytes::find(b'=', item) {
                 Some(eq) => (bytes::trim(&item[..eq]), Some(bytes::trim(&item[eq + 1..]))),
                 None => (item, None),
             };

@@ -1,8 +1,6 @@
 //! The Via view (RFC 3261 §20.42, RFC 3581 rport): protocol, transport, sent-by
 //! and parameters of one Via element.
 
-use memchr::memchr;
-
 use super::bytes::{self, is_lws};
 use super::params::Params;
 use super::ViewError;
@@ -83,7 +81,7 @@ impl<'a> Via<'a> {
         match self.params().get(b"rport") {
             None => Rport::Absent,
             Some(None) => Rport::Requested,
-            Some(Some(v)) if v.is_empty() => Rport::Requested,
+            Some(Some(b"")) => Rport::Requested,
             Some(Some(v)) => bytes::parse_u32(v)
                 .and_then(|p| u16::try_from(p).ok())
                 .map_or(Rport::Requested, Rport::Value),
@@ -104,7 +102,7 @@ pub(crate) fn has_empty_param(raw: &[u8]) -> bool {
     loop {
         let end = bytes::find_unquoted(rest, b';').unwrap_or(rest.len());
         let item = bytes::trim(&rest[..end]);
-        let name = memchr(b'=', item).map_or(item, |eq| bytes::trim(&item[..eq]));
+        let name = bytes::find(b'=', item).map_or(item, |eq| bytes::trim(&item[..eq]));
         if !bytes::is_token(name) {
             return true;
         }
@@ -132,7 +130,7 @@ fn expect_slash(s: &[u8]) -> Option<&[u8]> {
 /// address or bracketed IPv6 address (RFC 3261 §25.1).
 pub(crate) fn split_host_port(s: &[u8]) -> Option<(&[u8], Option<u16>)> {
     let (host, rest) = if s.first() == Some(&b'[') {
-        let close = memchr(b']', s)?;
+        let close = bytes::find(b']', s)?;
         let inner = &s[1..close];
         if inner.is_empty()
             || !inner
@@ -143,7 +141,7 @@ pub(crate) fn split_host_port(s: &[u8]) -> Option<(&[u8], Option<u16>)> {
         }
         (&s[..=close], &s[close + 1..])
     } else {
-        let colon = memchr(b':', s).unwrap_or(s.len());
+        let colon = bytes::find(b':', s).unwrap_or(s.len());
         let host = &s[..colon];
         if host.is_empty()
             || !host

@@ -1,0 +1,314 @@
+//! Command-line configuration: the flags of DESIGN.md's contract, their
+//! defaults, and one clear error per mistake.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+
+/// Everything the server needs to start, after validation.
+#[derive(Debug, Clone)]
+pub struct Config {
+    pub listen: SocketAddr,
+    pub http: SocketAddr,
+    pub realm: String,
+    pub users: Option<PathBuf>,
+    pub password: Option<String>,
+    pub no_auth: bool,
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub nonce_ttl: u32,
+    pub keepalive_timeout: u32,
+    pub platform_id: Option<String>,
+    pub max_contacts: usize,
+    pub threads: usize,
+    pub state: Option<PathBuf>,
+    pub state_interval: u32,
+    pub domain: Option<String>,
+    pub tcp_idle_timeout: u32,
+}
+
+impl Default for Config {
+    fn default() -> Self {
+        Config {
+            listen: SocketAddr::from(([0, 0, 0, 0], 5060)),
+            http: SocketAddr::from(([127, 0, 0, 1], 8080)),
+            realm: "sipreg".into(),
+            users: None,
+            password: None,
+            no_auth: false,
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            nonce_ttl: 300,
+            keepalive_timeout: 180,
+            platform_id: None,
+            max_contacts: 10,
+            threads: std::thread::available_parallelism().map_or(1, |n| n.get()),
+            state: None,
+            state_interval: 30,
+            domain: None,
+            tcp_idle_timeout: 600,
+        }
+    }
+}
+
+pub const USAGE: &str = "\
+sipreg — SIP registrar for IP phones, softphones and GB28181 cameras
+
+USAGE: sipreg [OPTIONS]
+
+OPTIONS:
+  --listen ADDR:PORT        SIP over UDP and TCP (default 0.0.0.0:5060)
+  --http ADDR:PORT          admin API and metrics (default 127.0.0.1:8080)
+  --realm REALM             digest realm (default sipreg)
+  --users FILE              htdigest credentials, one user:realm:HA1 per line
+  --password PASSWORD       one shared password for every device id (GB28181 style);
+                            combines with --users: listed ids use their own HA1
+  --no-auth                 serve without authentication (explicit opt-in)
+  --min-expires S           shortest registration accepted, else 423 (default 60)
+  --max-expires S           longer registrations are shortened to this (default 7200)
+  --default-expires S       when the request names no expiry (default 3600)
+  --nonce-ttl S             nonce lifetime before stale=true (default 300)
+  --keepalive-timeout S     GB28181: offline after this long without keep-alive (default 180)
+  --platform-id ID          GB28181 id used in server-originated requests
+  --max-contacts N          bindings per address-of-record (default 10)
+  --threads N               worker threads (default: number of cores)
+  --state FILE              snapshot path, loaded at start and saved periodically
+  --state-interval S        seconds between snapshots (default 30)
+  --domain DOMAIN           accept only this Request-URI domain (default: any)
+  --tcp-idle-timeout S      close TCP connections idle this long (default 600)
+  -h, --help                print this help
+  -V, --version             print the version
+
+Logging: RUST_LOG=info (or debug, trace) on stderr.
+";
+
+/// What went wrong on the command line.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConfigError {
+    UnknownFlag(String),
+    MissingValue(&'static str),
+    BadValue {
+        flag: &'static str,
+        value: String,
+        expected: &'static str,
+    },
+    /// Neither credentials nor `--no-auth`: an open registrar is a security hole.
+    NoCredentials,
+    ExpiresOrder {
+        min: u32,
+        default: u32,
+        max: u32,
+    },
+}
+
+impl std::fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ConfigError::UnknownFlag(s) => write!(f, "unknown option '{s}' (see --help)"),
+            ConfigError::MissingValue(flag) => write!(f, "option {flag} needs a value"),
+            ConfigError::BadValue { flag, value, expected } => {
+                write!(f, "option {flag}: '{value}' is not {expected}")
+            }
+            ConfigError::NoCredentials => f.write_str(
+                "no credentials: give --users FILE and/or --password PASSWORD, or --no-auth to serve without authentication",
+            ),
+            ConfigError::ExpiresOrder { min, default, max } => write!(
+                f,
+                "expiry limits must satisfy --min-expires ({min}) <= --default-expires ({default}) <= --max-expires ({max})"
+            ),
+        }
+    }
+}
+
+impl std::error::Error for ConfigError {}
+
+/// What the command line asks for.
+#[derive(Debug)]
+pub enum Command {
+    Run(Box<Config>),
+    Help,
+    Version,
+}
+
+impl Config {
+    /// Parses arguments (without the program name).
+    pub fn from_args<I: IntoIterator<Item = String>>(args: I) -> Result<Command, ConfigError> {
+        let mut c = Config::default();
+        let mut args = args.into_iter();
+        while let Some(arg) = args.next() {
+            // Accept both `--flag value` and `--flag=value`.
+            let (flag, inline) = match arg.split_once('=') {
+                Some((f, v)) if f.starts_with("--") => (f.to_string(), Some(v.to_string())),
+                _ => (arg.clone(), None),
+            };
+            let mut value = |name: &'static str| -> Result<String, ConfigError> {
+                match &inline {
+                    Some(v) => Ok(v.clone()),
+                    None => args.next().ok_or(ConfigError::MissingValue(name)),
+                }
+            };
+            match flag.as_str() {
+                "-h" | "--help" => return Ok(Command::Help),
+                "-V" | "--version" => return Ok(Command::Version),
+                "--listen" => c.listen = parse("--listen", value("--listen")?, "an ADDR:PORT")?,
+                "--http" => c.http = parse("--http", value("--http")?, "an ADDR:PORT")?,
+                "--realm" => c.realm = non_empty("--realm", value("--realm")?)?,
+                "--users" => c.users = Some(PathBuf::from(value("--users")?)),
+                "--password" => c.password = Some(non_empty("--password", value("--password")?)?),
+                "--no-auth" => c.no_auth = true,
+                "--min-expires" => {
+                    c.min_expires = seconds("--min-expires", value("--min-expires")?)?
+                }
+                "--max-expires" => {
+                    c.max_expires = seconds("--max-expires", value("--max-expires")?)?
+                }
+                "--default-expires" => {
+                    c.default_expires = seconds("--default-expires", value("--default-expires")?)?
+                }
+                "--nonce-ttl" => c.nonce_ttl = positive("--nonce-ttl", value("--nonce-ttl")?)?,
+                "--keepalive-timeout" => {
+                    c.keepalive_timeout =
+                        positive("--keepalive-timeout", value("--keepalive-timeout")?)?
+                }
+                "--platform-id" => {
+                    c.platform_id = Some(non_empty("--platform-id", value("--platform-id")?)?)
+                }
+                "--max-contacts" => {
+                    c.max_contacts = positive("--max-contacts", value("--max-contacts")?)? as usize
+                }
+                "--threads" => c.threads = positive("--threads", value("--threads")?)? as usize,
+                "--state" => c.state = Some(PathBuf::from(value("--state")?)),
+                "--state-interval" => {
+                    c.state_interval = positive("--state-interval", value("--state-interval")?)?
+                }
+                "--domain" => {
+                    c.domain = Some(non_empty("--domain", value("--domain")?)?.to_ascii_lowercase())
+                }
+                "--tcp-idle-timeout" => {
+                    c.tcp_idle_timeout =
+                        positive("--tcp-idle-timeout", value("--tcp-idle-timeout")?)?
+                }
+                _ => return Err(ConfigError::UnknownFlag(arg)),
+            }
+        }
+        if c.users.is_none() && c.password.is_none() && !c.no_auth {
+            return Err(ConfigError::NoCredentials);
+        }
+        if !(c.min_expires <= c.default_expires && c.default_expires <= c.max_expires) {
+            return Err(ConfigError::ExpiresOrder {
+                min: c.min_expires,
+                default: c.default_expires,
+                max: c.max_expires,
+            });
+        }
+        Ok(Command::Run(Box::new(c)))
+    }
+}
+
+fn parse<T: std::str::FromStr>(
+    flag: &'static str,
+    v: String,
+    expected: &'static str,
+) -> Result<T, ConfigError> {
+    v.parse().map_err(|_| ConfigError::BadValue {
+        flag,
+        value: v,
+        expected,
+    })
+}
+
+fn seconds(flag: &'static str, v: String) -> Result<u32, ConfigError> {
+    parse(flag, v, "a number of seconds")
+}
+
+fn positive(flag: &'static str, v: String) -> Result<u32, ConfigError> {
+    match v.parse::<u32>() {
+        Ok(n) if n > 0 => Ok(n),
+        _ => Err(ConfigError::BadValue {
+            flag,
+            value: v,
+            expected: "a positive whole number",
+        }),
+    }
+}
+
+fn non_empty(flag: &'static str, v: String) -> Result<String, ConfigError> {
+    if v.is_empty() {
+        Err(ConfigError::BadValue {
+            flag,
+            value: v,
+            expected: "a non-empty value",
+        })
+    } else {
+        Ok(v)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn run(args: &[&str]) -> Result<Config, ConfigError> {
+        match Config::from_args(args.iter().map(|s| s.to_string()))? {
+            Command::Run(c) => Ok(*c),
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
+    fn defaults_and_flags() {
+        let c = run(&["--password", "x"]).unwrap();
+        assert_eq!(c.listen, "0.0.0.0:5060".parse().unwrap());
+        assert_eq!(
+            (c.min_expires, c.default_expires, c.max_expires),
+            (60, 3600, 7200)
+        );
+        assert_eq!(c.max_contacts, 10);
+        let c = run(&[
+            "--no-auth",
+            "--listen=127.0.0.1:5070",
+            "--threads",
+            "3",
+            "--domain",
+            "Example.COM",
+        ])
+        .unwrap();
+        assert_eq!(c.listen.port(), 5070);
+        assert_eq!(c.threads, 3);
+        assert_eq!(c.domain.as_deref(), Some("example.com"));
+    }
+
+    #[test]
+    fn errors_name_the_flag() {
+        assert_eq!(run(&[]).unwrap_err(), ConfigError::NoCredentials);
+        assert_eq!(
+            run(&["--bogus"]).unwrap_err(),
+            ConfigError::UnknownFlag("--bogus".into())
+        );
+        assert_eq!(
+            run(&["--no-auth", "--listen"]).unwrap_err(),
+            ConfigError::MissingValue("--listen")
+        );
+        let e = run(&["--no-auth", "--threads", "0"]).unwrap_err();
+        assert!(e.to_string().contains("--threads"), "{e}");
+        let e = run(&["--no-auth", "--listen", "nowhere"]).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "option --listen: 'nowhere' is not an ADDR:PORT"
+        );
+        let e = run(&[
+            "--no-auth",
+            "--min-expires",
+            "100",
+            "--default-expires",
+            "50",
+        ])
+        .unwrap_err();
+        assert!(matches!(e, ConfigError::ExpiresOrder { .. }));
+        assert!(matches!(
+            Config::from_args(["--help".to_string()]),
+            Ok(Command::Help)
+        ));
+    }
+}

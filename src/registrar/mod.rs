@@ -1,0 +1,286 @@
+//! The sans-IO request path: bytes plus (source, transport, now) in, a response
+//! and expiry timers out. No sockets, no clock reads, no threads: the transport
+//! calls [`Registrar::handle`] and sends what it writes.
+
+pub mod date;
+mod register;
+pub mod txcache;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use crate::auth::{CredentialStore, NonceCounts, NonceSecret};
+use crate::registry::{Aor, ConnRef, Registry, Transport};
+use crate::sip::{
+    self, scan, scan_for_reply, HeaderId, Message, Method, ResponseWriter, Scheme, Uri, Via,
+};
+use crate::stats::{Drop, WorkerStats};
+use txcache::TxCache;
+
+/// The methods this server answers, for Allow (RFC 3261 §20.5).
+pub const ALLOW: &[u8] = b"REGISTER, OPTIONS";
+/// Our own Server header value.
+pub const SERVER: &[u8] = concat!("sipreg/", env!("CARGO_PKG_VERSION")).as_bytes();
+
+/// Registration policy from the command line.
+#[derive(Debug, Clone)]
+pub struct Policy {
+    pub min_expires: u32,
+    pub max_expires: u32,
+    pub default_expires: u32,
+    pub max_contacts: usize,
+    /// Accept only this Request-URI host (lower case); `None` accepts any.
+    pub domain: Option<String>,
+    /// Serve without digest authentication.
+    pub no_auth: bool,
+    pub nonce_ttl_secs: u64,
+}
+
+/// State shared by every worker.
+pub struct Registrar {
+    pub policy: Policy,
+    pub registry: Arc<Registry>,
+    pub credentials: CredentialStore,
+    pub secret: NonceSecret,
+    pub nonce_counts: NonceCounts,
+    opaque: [u8; 32],
+}
+
+/// One request as it arrived.
+#[derive(Debug, Clone, Copy)]
+pub struct Inbound<'a> {
+    pub bytes: &'a [u8],
+    pub source: SocketAddr,
+    pub transport: Transport,
+    pub conn: Option<ConnRef>,
+}
+
+/// The two clocks the core needs: monotonic for deadlines, wall for Date and
+/// nonces.
+#[derive(Debug, Clone, Copy)]
+pub struct Now {
+    pub mono_ms: u64,
+    pub unix_secs: u64,
+}
+
+/// An expiry event to put on the timer wheel.
+#[derive(Debug, Clone)]
+pub struct ExpiryTimer {
+    pub deadline_ms: u64,
+    pub aor: Aor,
+    pub generation: u64,
+}
+
+/// Reused per-worker output buffers.
+#[derive(Debug, Default)]
+pub struct Output {
+    pub reply: Vec<u8>,
+    pub timers: Vec<ExpiryTimer>,
+}
+
+/// What became of a request.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Handled {
+    /// `Output::reply` holds a response with this status code.
+    Reply(u16),
+    Dropped(Drop),
+}
+
+/// Per-worker context the core reads and updates.
+pub struct WorkerCtx<'w> {
+    pub stats: &'w WorkerStats,
+    pub transactions: &'w mut TxCache,
+}
+
+impl Registrar {
+    pub fn new(
+        policy: Policy,
+        registry: Arc<Registry>,
+        credentials: CredentialStore,
+        secret: NonceSecret,
+    ) -> Self {
+        let nonce_counts = NonceCounts::new(policy.nonce_ttl_secs);
+        let opaque = secret.opaque();
+        Registrar {
+            policy,
+            registry,
+            credentials,
+            secret,
+            nonce_counts,
+            opaque,
+        }
+    }
+
+    /// Handles one datagram or one framed stream message.
+    pub fn handle(
+        &self,
+        inb: &Inbound<'_>,
+        now: Now,
+        ctx: &mut WorkerCtx<'_>,
+        out: &mut Output,
+    ) -> Handled {
+        out.reply.clear();
+        out.timers.clear();
+        if inb
+            .bytes
+            .iter()
+            .all(|&c| matches!(c, b'\r' | b'\n' | b' ' | b'\t' | 0))
+        {
+            return Handled::Dropped(Drop::KeepAlive);
+        }
+        let msg = match scan(inb.bytes) {
+            Ok(m) => m,
+            Err(e) => {
+                let Some(m) = scan_for_reply(inb.bytes) else {
+                    return Handled::Dropped(Drop::Unparseable);
+                };
+                WorkerStats::inc(&ctx.stats.parse_errors);
+                return self.reject(out, &m, inb, e.status(), e.reason());
+            }
+        };
+        let Some(req) = msg.request() else {
+            return Handled::Dropped(Drop::StrayResponse);
+        };
+        WorkerStats::inc(&ctx.stats.requests[method_index(req.method)]);
+        if req.method == Method::Ack {
+            // RFC 3261 §17.2.1: ACK is absorbed, never answered.
+            return Handled::Dropped(Drop::Ack);
+        }
+
+        let top_via = msg.top_via().and_then(|v| Via::parse(v).ok());
+        let tx_key = ctx.transactions.key(
+            inb.source,
+            top_via.and_then(|v| v.branch()),
+            msg.call_id(),
+            msg.cseq().seq,
+            msg.cseq().method,
+        );
+        if let Some(key) = tx_key {
+            if let Some((code, cached)) = ctx.transactions.get(key, now.mono_ms) {
+                WorkerStats::inc(&ctx.stats.retransmissions);
+                out.reply.extend_from_slice(cached);
+                return Handled::Reply(code);
+            }
+        }
+
+        let handled = self.dispatch(&msg, inb, now, ctx, out);
+        if let (Some(key), Handled::Reply(code)) = (tx_key, handled) {
+            ctx.transactions.put(key, now.mono_ms, code, &out.reply);
+        }
+        handled
+    }
+
+    fn dispatch(
+        &self,
+        msg: &Message<'_>,
+        inb: &Inbound<'_>,
+        now: Now,
+        ctx: &mut WorkerCtx<'_>,
+        out: &mut Output,
+    ) -> Handled {
+        let Some(req) = msg.request() else {
+            return Handled::Dropped(Drop::StrayResponse);
+        };
+        if let Err(e) = msg.check_views() {
+            WorkerStats::inc(&ctx.stats.parse_errors);
+            return self.reject(out, msg, inb, 400, e.reason());
+        }
+        // RFC 3261 §8.2.2.1: a Request-URI scheme we do not understand is 416.
+        let uri = match Uri::parse(req.uri) {
+            Ok(u) if matches!(u.scheme, Scheme::Sip | Scheme::Sips | Scheme::Tel) => u,
+            Ok(_) => return self.reject(out, msg, inb, 416, "Unsupported URI Scheme"),
+            Err(e) => return self.reject(out, msg, inb, 400, e.reason()),
+        };
+        // RFC 3261 §8.2.2.3: we support no extensions (CANCEL carries none).
+        if req.method != Method::Cancel && msg.list(HeaderId::Require).next().is_some() {
+            let mut w = self.start(out, msg, inb, 420, b"Bad Extension");
+            for tag in msg.list(HeaderId::Require) {
+                w.header("Unsupported", tag);
+            }
+            w.finish(b"");
+            return Handled::Reply(420);
+        }
+        match req.method {
+            Method::Register => register::handle(self, msg, &uri, inb, now, ctx, out),
+            Method::Options => {
+                let mut w = self.start(out, msg, inb, 200, b"OK");
+                w.header("Allow", ALLOW)
+                    .header("Accept", b"application/sdp, application/MANSCDP+xml")
+                    .header("Supported", b"");
+                w.finish(b"");
+                Handled::Reply(200)
+            }
+            // RFC 3261 §9.2: no INVITE transactions here, so nothing to cancel.
+            Method::Cancel => self.reject(out, msg, inb, 481, "Call/Transaction Does Not Exist"),
+            Method::Other => self.reject(out, msg, inb, 501, "Not Implemented"),
+            _ => {
+                // RFC 3261 §8.2.1: a known method we do not serve.
+                let mut w = self.start(out, msg, inb, 405, b"Method Not Allowed");
+                w.header("Allow", ALLOW);
+                w.finish(b"");
+                Handled::Reply(405)
+            }
+        }
+    }
+
+    /// Starts a response with the headers every answer carries.
+    fn start<'o>(
+        &self,
+        out: &'o mut Output,
+        msg: &Message<'_>,
+        inb: &Inbound<'_>,
+        code: u16,
+        reason: &[u8],
+    ) -> ResponseWriter<'o> {
+        let tag = to_tag(msg);
+        let mut w = ResponseWriter::start(&mut out.reply, msg, code, reason, inb.source, &tag);
+        w.header("Server", SERVER);
+        w
+    }
+
+    /// Answers with a status and reason phrase and nothing else.
+    fn reject(
+        &self,
+        out: &mut Output,
+        msg: &Message<'_>,
+        inb: &Inbound<'_>,
+        code: u16,
+        reason: &str,
+    ) -> Handled {
+        self.start(out, msg, inb, code, reason.as_bytes())
+            .finish(b"");
+        Handled::Reply(code)
+    }
+}
+
+fn method_index(m: Method) -> usize {
+    match m {
+        Method::Register => 0,
+        Method::Options => 1,
+        Method::Message => 2,
+        Method::Invite => 3,
+        Method::Ack => 4,
+        _ => 5,
+    }
+}
+
+/// A To-tag derived from the request's Call-ID and From-tag, so retransmissions
+/// and repeated requests of one dialog get the same tag (RFC 3261 §8.2.6.2)
+/// without keeping state. FNV-1a: the tag needs uniqueness, not secrecy.
+fn to_tag(msg: &Message<'_>) -> [u8; 16] {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    let from_tag = msg
+        .value(HeaderId::From)
+        .and_then(|f| sip::NameAddr::parse(f).ok())
+        .and_then(|f| f.tag())
+        .unwrap_or(b"");
+    for &b in msg.call_id().iter().chain(b"|").chain(from_tag) {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    let mut tag = [0u8; 16];
+    for (i, t) in tag.iter_mut().enumerate() {
+        *t = b"0123456789abcdef"[((h >> (60 - 4 * i)) & 0xf) as usize];
+    }
+    tag
+}

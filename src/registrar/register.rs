@@ -1,0 +1,480 @@
+//! REGISTER processing, RFC 3261 §10.3 steps 1–8, against the shared device
+//! table. Every binding change for one request happens under one shard lock, so
+//! a request is applied entirely or not at all (§10.3 step 7).
+
+use crate::auth::{DigestResponse, Verdict};
+use crate::registry::{Binding, Device};
+use crate::sip::bytes::push_u64;
+use crate::sip::{self, AuthHeader, HeaderId, Message, NameAddr, Scheme, Uri};
+use crate::stats::WorkerStats;
+
+use super::{date, ExpiryTimer, Handled, Inbound, Now, Output, Registrar, WorkerCtx};
+
+/// Longest address-of-record key accepted (user@host); longer is a 400.
+pub const MAX_AOR: usize = 256;
+
+/// Builds the table key into `buf`: `user@host` with the host in lower case
+/// and no port (RFC 3261 §10.3 step 5), or the bare user when it is a 20-digit
+/// GB28181 device id (GB/T 28181 §4.2: the id names the device on its own).
+pub fn aor_key<'b>(uri: &Uri<'_>, buf: &'b mut [u8; MAX_AOR]) -> Option<&'b [u8]> {
+    let user = uri.user?;
+    if user.len() == 20 && user.iter().all(u8::is_ascii_digit) {
+        buf[..20].copy_from_slice(user);
+        return Some(&buf[..20]);
+    }
+    let len = user.len() + 1 + uri.host.len();
+    if len > MAX_AOR {
+        return None;
+    }
+    buf[..user.len()].copy_from_slice(user);
+    buf[user.len()] = b'@';
+    for (d, s) in buf[user.len() + 1..len].iter_mut().zip(uri.host) {
+        *d = s.to_ascii_lowercase();
+    }
+    Some(&buf[..len])
+}
+
+enum Outcome {
+    Ok(Option<ExpiryTimer>),
+    OutOfOrder,
+    TooMany,
+}
+
+pub(super) fn handle(
+    r: &Registrar,
+    msg: &Message<'_>,
+    ruri: &Uri<'_>,
+    inb: &Inbound<'_>,
+    now: Now,
+    ctx: &mut WorkerCtx<'_>,
+    out: &mut Output,
+) -> Handled {
+    // Step 1: the Request-URI names a domain we serve.
+    if ruri.scheme == Scheme::Tel {
+        return r.reject(out, msg, inb, 416, "Unsupported URI Scheme");
+    }
+    if let Some(domain) = &r.policy.domain {
+        if !ruri.host.eq_ignore_ascii_case(domain.as_bytes()) {
+            return r.reject(out, msg, inb, 404, "Domain Not Served");
+        }
+    }
+    // Step 5 (checked early so nothing is challenged that cannot register):
+    // the To header holds a SIP address-of-record.
+    let to = msg
+        .value(HeaderId::To)
+        .and_then(|v| NameAddr::parse(v).ok());
+    let Some(to_uri) = to.and_then(|t| Uri::parse(t.uri).ok()) else {
+        return r.reject(out, msg, inb, 400, "Malformed To Header");
+    };
+    if !matches!(to_uri.scheme, Scheme::Sip | Scheme::Sips) {
+        return r.reject(out, msg, inb, 416, "Unsupported URI Scheme In To");
+    }
+    let mut key_buf = [0u8; MAX_AOR];
+    let Some(aor) = aor_key(&to_uri, &mut key_buf) else {
+        return r.reject(out, msg, inb, 404, "Not A Valid Address Of Record");
+    };
+    let aor_user = to_uri.user.unwrap_or(b"");
+
+    // Steps 2–4: authenticate, then authorise the user for this AOR.
+    if !r.policy.no_auth {
+        if let Err(h) = authenticate(r, msg, inb, now, ctx, out, aor_user) {
+            return h;
+        }
+    }
+
+    // Step 6: Contact and expiry checks that need no state.
+    let header_expires = msg
+        .value(HeaderId::Expires)
+        .map(|v| sip::parse_expires(v).unwrap_or(r.policy.default_expires));
+    let mut wildcard = false;
+    let mut contacts = 0usize;
+    for c in msg.list(HeaderId::Contact) {
+        let Ok(c) = NameAddr::parse(c) else {
+            return r.reject(out, msg, inb, 400, "Malformed Contact Header");
+        };
+        contacts += 1;
+        if c.wildcard {
+            wildcard = true;
+            continue;
+        }
+        let e = requested_expires(&c, header_expires, r.policy.default_expires);
+        if e != 0 && e < r.policy.min_expires {
+            let mut w = r.start(out, msg, inb, 423, b"Interval Too Brief");
+            w.header_u64("Min-Expires", u64::from(r.policy.min_expires));
+            w.finish(b"");
+            return Handled::Reply(423);
+        }
+    }
+    // RFC 3261 §10.2.2: `*` only alone and only with Expires: 0.
+    if wildcard && (contacts > 1 || header_expires != Some(0)) {
+        return r.reject(
+            out,
+            msg,
+            inb,
+            400,
+            "Wildcard Contact Requires Expires 0 And No Other Contact",
+        );
+    }
+
+    let call_id = msg.call_id();
+    let cseq = msg.cseq().seq;
+    let user_agent = msg.value(HeaderId::UserAgent).unwrap_or(b"");
+    let stats = ctx.stats;
+    let policy = &r.policy;
+    let expires_of = |c: &NameAddr<'_>| {
+        requested_expires(c, header_expires, policy.default_expires).min(policy.max_expires)
+    };
+
+    // Step 7: apply atomically; step 8: answer with every binding.
+    let outcome = r.registry.modify(aor, |dev| {
+        if wildcard {
+            if dev
+                .bindings
+                .iter()
+                .any(|b| &*b.call_id == call_id && cseq < b.cseq)
+            {
+                return Outcome::OutOfOrder;
+            }
+            if !dev.bindings.is_empty() {
+                stats.bindings_removed.fetch_add(
+                    dev.bindings.len() as u64,
+                    std::sync::atomic::Ordering::Relaxed,
+                );
+                dev.bindings.clear();
+                dev.generation += 1;
+            }
+            write_ok(r, out, msg, inb, now, dev);
+            return Outcome::Ok(None);
+        }
+        // Validation pass: nothing changes unless every contact is acceptable.
+        let mut count = dev.bindings.len();
+        for c in msg
+            .list(HeaderId::Contact)
+            .filter_map(|c| NameAddr::parse(c).ok())
+        {
+            let existing = find(dev, &c);
+            match existing {
+                Some(b) if &*b.call_id == call_id && cseq < b.cseq => return Outcome::OutOfOrder,
+                Some(b) if &*b.call_id == call_id && cseq == b.cseq => {}
+                Some(_) if expires_of(&c) == 0 => count -= 1,
+                None if expires_of(&c) != 0 => count += 1,
+                _ => {}
+            }
+        }
+        if count > policy.max_contacts {
+            return Outcome::TooMany;
+        }
+        let mut changed = false;
+        for c in msg
+            .list(HeaderId::Contact)
+            .filter_map(|c| NameAddr::parse(c).ok())
+        {
+            let expires = expires_of(&c);
+            let idx = dev.bindings.iter().position(|b| same_binding(b, &c));
+            match idx {
+                // Same Call-ID and CSeq: a repeat of a request already applied.
+                Some(i) if &*dev.bindings[i].call_id == call_id && dev.bindings[i].cseq == cseq => {
+                }
+                Some(i) if expires == 0 => {
+                    dev.bindings.swap_remove(i);
+                    WorkerStats::inc(&stats.bindings_removed);
+                    changed = true;
+                }
+                Some(i) => {
+                    refresh(
+                        &mut dev.bindings[i],
+                        &c,
+                        expires,
+                        call_id,
+                        cseq,
+                        user_agent,
+                        inb,
+                        now,
+                    );
+                    WorkerStats::inc(&stats.bindings_refreshed);
+                    changed = true;
+                }
+                None if expires == 0 => {}
+                None => {
+                    dev.bindings.push(new_binding(
+                        &c, expires, call_id, cseq, user_agent, inb, now,
+                    ));
+                    WorkerStats::inc(&stats.bindings_added);
+                    changed = true;
+                }
+            }
+        }
+        if changed {
+            dev.generation += 1;
+        }
+        write_ok(r, out, msg, inb, now, dev);
+        let timer = dev
+            .next_deadline_ms()
+            .filter(|_| changed)
+            .map(|deadline_ms| ExpiryTimer {
+                deadline_ms,
+                aor: dev.aor.clone(),
+                generation: dev.generation,
+            });
+        Outcome::Ok(timer)
+    });
+    match outcome {
+        Outcome::Ok(timer) => {
+            out.timers.extend(timer);
+            Handled::Reply(200)
+        }
+        // §10.3 step 7: an older CSeq for the same Call-ID aborts the request.
+        Outcome::OutOfOrder => r.reject(out, msg, inb, 400, "CSeq Out Of Order For This Call-ID"),
+        Outcome::TooMany => r.reject(out, msg, inb, 503, "Too Many Registered Contacts"),
+    }
+}
+
+/// RFC 3261 §10.3 step 6: the contact's `expires` parameter, else the Expires
+/// header, else the server default; malformed values count as the default
+/// (§20.19; RFC 4475 §3.1.2.4).
+fn requested_expires(c: &NameAddr<'_>, header: Option<u32>, default: u32) -> u32 {
+    match c.expires() {
+        Some(Ok(e)) => e,
+        Some(Err(_)) => default,
+        None => header.unwrap_or(default),
+    }
+}
+
+fn find<'d>(dev: &'d Device, c: &NameAddr<'_>) -> Option<&'d Binding> {
+    dev.bindings.iter().find(|b| same_binding(b, c))
+}
+
+/// RFC 5626 §6: with `+sip.instance` (and reg-id) the instance identifies the
+/// binding; otherwise the Contact URI does (RFC 3261 §10.3 step 7).
+fn same_binding(b: &Binding, c: &NameAddr<'_>) -> bool {
+    match (&b.instance, instance(c)) {
+        (Some(bi), Some(ci)) => &**bi == ci && b.reg_id == reg_id(c),
+        _ => &*b.uri == c.uri,
+    }
+}
+
+fn instance<'a>(c: &NameAddr<'a>) -> Option<&'a [u8]> {
+    c.param(b"+sip.instance")
+        .flatten()
+        .filter(|v| !v.is_empty())
+}
+
+fn reg_id(c: &NameAddr<'_>) -> Option<u32> {
+    c.param(b"reg-id").flatten().and_then(sip::bytes::parse_u32)
+}
+
+fn new_binding(
+    c: &NameAddr<'_>,
+    expires: u32,
+    call_id: &[u8],
+    cseq: u32,
+    user_agent: &[u8],
+    inb: &Inbound<'_>,
+    now: Now,
+) -> Binding {
+    Binding {
+        uri: c.uri.into(),
+        instance: instance(c).map(Into::into),
+        reg_id: reg_id(c),
+        q: c.q().and_then(Result::ok),
+        expires_at_ms: now.mono_ms + u64::from(expires) * 1000,
+        call_id: call_id.into(),
+        cseq,
+        source: inb.source,
+        transport: inb.transport,
+        conn: inb.conn,
+        user_agent: user_agent.into(),
+    }
+}
+
+/// Updates a binding in place, allocating only for values that changed.
+#[allow(clippy::too_many_arguments)]
+fn refresh(
+    b: &mut Binding,
+    c: &NameAddr<'_>,
+    expires: u32,
+    call_id: &[u8],
+    cseq: u32,
+    user_agent: &[u8],
+    inb: &Inbound<'_>,
+    now: Now,
+) {
+    b.expires_at_ms = now.mono_ms + u64::from(expires) * 1000;
+    if &*b.call_id != call_id {
+        b.call_id = call_id.into();
+    }
+    if &*b.uri != c.uri {
+        b.uri = c.uri.into();
+    }
+    if &*b.user_agent != user_agent {
+        b.user_agent = user_agent.into();
+    }
+    b.cseq = cseq;
+    b.q = c.q().and_then(Result::ok);
+    b.source = inb.source;
+    b.transport = inb.transport;
+    b.conn = inb.conn;
+}
+
+/// The 200 of §10.3 step 8: every current binding with its remaining expiry,
+/// and a Date header for devices that set their clock from it.
+fn write_ok(
+    r: &Registrar,
+    out: &mut Output,
+    msg: &Message<'_>,
+    inb: &Inbound<'_>,
+    now: Now,
+    dev: &Device,
+) {
+    let mut w = r.start(out, msg, inb, 200, b"OK");
+    let buf = w.raw();
+    for b in &dev.bindings {
+        buf.extend_from_slice(b"Contact: <");
+        buf.extend_from_slice(&b.uri);
+        buf.extend_from_slice(b">;expires=");
+        push_u64(buf, b.remaining_secs(now.mono_ms));
+        if let Some(q) = b.q {
+            buf.extend_from_slice(b";q=");
+            push_qvalue(buf, q);
+        }
+        buf.extend_from_slice(b"\r\n");
+    }
+    buf.extend_from_slice(b"Date: ");
+    date::push_rfc1123(buf, now.unix_secs);
+    buf.extend_from_slice(b"\r\n");
+    w.finish(b"");
+}
+
+/// Thousandths back to a qvalue: 1000 → "1", 500 → "0.5", 25 → "0.025".
+fn push_qvalue(out: &mut Vec<u8>, q: u16) {
+    if q >= 1000 {
+        out.push(b'1');
+        return;
+    }
+    out.extend_from_slice(b"0.");
+    let digits = [q / 100, q / 10 % 10, q % 10];
+    let keep = digits.iter().rposition(|&d| d != 0).map_or(1, |p| p + 1);
+    for d in &digits[..keep] {
+        out.push(b'0' + *d as u8);
+    }
+}
+
+/// Digest authentication (RFC 2617 / RFC 7616 MD5) and the AOR ownership rule:
+/// a user listed in the credentials file may register only its own AOR, and an
+/// AOR whose user is listed may be registered only by that user.
+fn authenticate(
+    r: &Registrar,
+    msg: &Message<'_>,
+    inb: &Inbound<'_>,
+    now: Now,
+    ctx: &mut WorkerCtx<'_>,
+    out: &mut Output,
+    aor_user: &[u8],
+) -> Result<(), Handled> {
+    let creds = msg
+        .all(HeaderId::Authorization)
+        .filter_map(|h| AuthHeader::parse(h.value).ok())
+        .find(|a| a.is_digest() && a.param(b"realm") == Some(r.credentials.realm()));
+    let Some(creds) = creds else {
+        WorkerStats::inc(&ctx.stats.auth_challenges);
+        return Err(challenge(r, out, msg, inb, now, false));
+    };
+    let Ok(resp) = DigestResponse::from_params(creds.params()) else {
+        WorkerStats::inc(&ctx.stats.auth_failures);
+        return Err(r.reject(out, msg, inb, 400, "Malformed Authorization Header"));
+    };
+    // RFC 2617 §3.2.2: opaque comes back unchanged.
+    let opaque_ok = resp.opaque.is_some_and(|o| o == r.opaque);
+    let auth = crate::auth::Authenticator {
+        store: &r.credentials,
+        secret: &r.secret,
+        counts: &r.nonce_counts,
+        ttl_secs: r.policy.nonce_ttl_secs,
+    };
+    match auth.authenticate(&resp, msg.cseq().method, now.unix_secs) {
+        Verdict::Authorized if opaque_ok => {}
+        Verdict::Stale if opaque_ok => {
+            WorkerStats::inc(&ctx.stats.auth_challenges);
+            return Err(challenge(r, out, msg, inb, now, true));
+        }
+        // Unknown user, wrong password, foreign nonce, replayed nc, missing
+        // opaque: all the same fresh challenge, so none can be told apart.
+        _ => {
+            WorkerStats::inc(&ctx.stats.auth_failures);
+            return Err(challenge(r, out, msg, inb, now, false));
+        }
+    }
+    let owns = if r.credentials.is_listed_username(resp.username) {
+        resp.username == aor_user
+    } else {
+        !r.credentials.is_listed(aor_user)
+    };
+    if !owns {
+        WorkerStats::inc(&ctx.stats.auth_failures);
+        return Err(r.reject(out, msg, inb, 403, "Forbidden"));
+    }
+    Ok(())
+}
+
+fn challenge(
+    r: &Registrar,
+    out: &mut Output,
+    msg: &Message<'_>,
+    inb: &Inbound<'_>,
+    now: Now,
+    stale: bool,
+) -> Handled {
+    let mut w = r.start(out, msg, inb, 401, b"Unauthorized");
+    let nonce = r.secret.issue(now.unix_secs);
+    crate::auth::write_challenge(
+        w.raw(),
+        "WWW-Authenticate",
+        r.credentials.realm(),
+        nonce.as_bytes(),
+        &r.opaque,
+        stale,
+    );
+    w.finish(b"");
+    Handled::Reply(401)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn aor_keys() {
+        let mut buf = [0u8; MAX_AOR];
+        let u = Uri::parse(b"sip:Alice@Example.COM:5060;transport=tcp").unwrap();
+        assert_eq!(aor_key(&u, &mut buf), Some(&b"Alice@example.com"[..]));
+        let u = Uri::parse(b"sip:130909113319427420@10.64.49.218:7100").unwrap();
+        assert_eq!(
+            aor_key(&u, &mut buf),
+            Some(&b"130909113319427420@10.64.49.218"[..])
+        );
+        let u = Uri::parse(b"sip:34020000001320000001@3402000000").unwrap();
+        assert_eq!(aor_key(&u, &mut buf), Some(&b"34020000001320000001"[..]));
+        let u = Uri::parse(b"sip:example.com").unwrap();
+        assert_eq!(aor_key(&u, &mut buf), None);
+        let long = format!("sip:{}@h", "a".repeat(300));
+        assert_eq!(
+            aor_key(&Uri::parse(long.as_bytes()).unwrap(), &mut buf),
+            None
+        );
+    }
+
+    #[test]
+    fn qvalues() {
+        for (q, s) in [
+            (1000, "1"),
+            (500, "0.5"),
+            (25, "0.025"),
+            (0, "0.0"),
+            (330, "0.33"),
+        ] {
+            let mut v = Vec::new();
+            push_qvalue(&mut v, q);
+            assert_eq!(v, s.as_bytes());
+        }
+    }
+}

@@ -1,0 +1,289 @@
+//! The device table: one `DashMap` from address-of-record to [`Device`], shared
+//! by every worker. It is reached only through closures, so no shard guard
+//! escapes this module and no lock is held across a syscall or a channel send
+//! (STYLE habit 12). Timer events carry `(aor, generation)`: any change bumps the
+//! generation, which turns every older pending event into a no-op.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use dashmap::mapref::entry::Entry;
+use dashmap::DashMap;
+
+/// The table key: normalised `user@host`, or a bare 20-digit GB28181 device id.
+/// Shared with timer events so scheduling an expiry never allocates.
+pub type Aor = Arc<[u8]>;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transport {
+    Udp,
+    Tcp,
+}
+
+impl Transport {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Transport::Udp => "udp",
+            Transport::Tcp => "tcp",
+        }
+    }
+}
+
+/// Identifies one TCP connection owned by one worker, so a later request to the
+/// device can be sent over the flow it registered on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ConnRef {
+    pub worker: u16,
+    pub token: u32,
+    /// Unique per connection for the life of the process (tokens are reused).
+    pub id: u64,
+}
+
+/// One location binding (RFC 3261 §10): a Contact plus what the registrar
+/// learned about where it really is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Binding {
+    /// The Contact URI as the device sent it.
+    pub uri: Box<[u8]>,
+    /// RFC 5626 `+sip.instance`, when present.
+    pub instance: Option<Box<[u8]>>,
+    pub reg_id: Option<u32>,
+    /// q in thousandths, when the Contact carried one.
+    pub q: Option<u16>,
+    /// Monotonic deadline (see `timer::now_ms`).
+    pub expires_at_ms: u64,
+    pub call_id: Box<[u8]>,
+    pub cseq: u32,
+    /// Where the REGISTER really came from (RFC 3581: NAT-facing address).
+    pub source: SocketAddr,
+    pub transport: Transport,
+    pub conn: Option<ConnRef>,
+    pub user_agent: Box<[u8]>,
+}
+
+impl Binding {
+    /// Whole seconds left, rounded up so a live binding never shows 0.
+    pub fn remaining_secs(&self, now_ms: u64) -> u64 {
+        self.expires_at_ms.saturating_sub(now_ms).div_ceil(1000)
+    }
+}
+
+/// Everything known about one address-of-record.
+#[derive(Debug)]
+pub struct Device {
+    pub aor: Aor,
+    pub bindings: Vec<Binding>,
+    pub generation: u64,
+}
+
+impl Device {
+    fn new(aor: Aor) -> Self {
+        Device {
+            aor,
+            bindings: Vec::new(),
+            generation: 0,
+        }
+    }
+
+    /// The earliest binding deadline, which is when the next expiry event is due.
+    pub fn next_deadline_ms(&self) -> Option<u64> {
+        self.bindings.iter().map(|b| b.expires_at_ms).min()
+    }
+}
+
+/// What an expiry event did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Expiry {
+    /// The event was stale (the device changed since it was scheduled) or the
+    /// device is gone: nothing to do.
+    Stale,
+    /// `removed` bindings expired; the device lives on and its next event is due
+    /// at `next_ms` with `generation`.
+    Partial {
+        removed: usize,
+        next_ms: u64,
+        generation: u64,
+    },
+    /// The last bindings expired and the device was dropped.
+    Gone { removed: usize },
+}
+
+#[derive(Debug, Default)]
+pub struct Registry {
+    map: DashMap<Aor, Device>,
+}
+
+impl Registry {
+    pub fn new() -> Self {
+        Registry::default()
+    }
+
+    /// Number of devices with at least one binding.
+    pub fn len(&self) -> usize {
+        self.map.len()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.map.is_empty()
+    }
+
+    /// Reads one device under its shard's read lock.
+    pub fn read<R>(&self, aor: &[u8], f: impl FnOnce(Option<&Device>) -> R) -> R {
+        match self.map.get(aor) {
+            Some(d) => f(Some(&d)),
+            None => f(None),
+        }
+    }
+
+    /// Runs `f` on the device for `aor` under its shard's write lock, creating an
+    /// empty device if there is none. A device left without bindings is not kept.
+    /// The common case (a known device) allocates nothing.
+    pub fn modify<R>(&self, aor: &[u8], f: impl FnOnce(&mut Device) -> R) -> R {
+        if let Some(mut d) = self.map.get_mut(aor) {
+            let r = f(&mut d);
+            let empty = d.bindings.is_empty();
+            drop(d);
+            if empty {
+                self.map.remove_if(aor, |_, d| d.bindings.is_empty());
+            }
+            return r;
+        }
+        let key: Aor = Arc::from(aor);
+        match self.map.entry(key.clone()) {
+            Entry::Occupied(mut o) => {
+                let r = f(o.get_mut());
+                if o.get().bindings.is_empty() {
+                    o.remove();
+                }
+                r
+            }
+            Entry::Vacant(v) => {
+                let mut d = Device::new(key);
+                let r = f(&mut d);
+                if !d.bindings.is_empty() {
+                    v.insert(d);
+                }
+                r
+            }
+        }
+    }
+
+    /// Handles an expiry event for `(aor, generation)` at `now_ms`.
+    pub fn expire(&self, aor: &[u8], generation: u64, now_ms: u64) -> Expiry {
+        let Some(mut d) = self.map.get_mut(aor) else {
+            return Expiry::Stale;
+        };
+        if d.generation != generation {
+            return Expiry::Stale;
+        }
+        let before = d.bindings.len();
+        d.bindings.retain(|b| b.expires_at_ms > now_ms);
+        let removed = before - d.bindings.len();
+        match d.next_deadline_ms() {
+            Some(next_ms) => {
+                if removed > 0 {
+                    d.generation += 1;
+                }
+                Expiry::Partial {
+                    removed,
+                    next_ms,
+                    generation: d.generation,
+                }
+            }
+            None => {
+                drop(d);
+                self.map.remove_if(aor, |_, d| d.generation == generation);
+                Expiry::Gone { removed }
+            }
+        }
+    }
+
+    /// Removes a device outright (admin API); returns whether it existed.
+    pub fn remove(&self, aor: &[u8]) -> bool {
+        self.map.remove(aor).is_some()
+    }
+
+    /// Visits every device (admin listing, snapshots). Each shard is read-locked
+    /// only while its own devices are visited.
+    pub fn for_each(&self, mut f: impl FnMut(&Device)) {
+        for d in self.map.iter() {
+            f(&d);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn binding(uri: &str, expires_at_ms: u64) -> Binding {
+        Binding {
+            uri: uri.as_bytes().into(),
+            instance: None,
+            reg_id: None,
+            q: None,
+            expires_at_ms,
+            call_id: b"c".as_slice().into(),
+            cseq: 1,
+            source: "127.0.0.1:5060".parse().unwrap(),
+            transport: Transport::Udp,
+            conn: None,
+            user_agent: b"".as_slice().into(),
+        }
+    }
+
+    #[test]
+    fn modify_creates_only_devices_with_bindings() {
+        let r = Registry::new();
+        r.modify(b"a@h", |_| {});
+        assert!(r.is_empty());
+        r.modify(b"a@h", |d| d.bindings.push(binding("sip:a@x", 1000)));
+        assert_eq!(r.len(), 1);
+        r.modify(b"a@h", |d| d.bindings.clear());
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn expiry_respects_generation_and_keeps_live_bindings() {
+        let r = Registry::new();
+        let gen = r.modify(b"a@h", |d| {
+            d.bindings.push(binding("sip:a@x", 1000));
+            d.bindings.push(binding("sip:a@y", 5000));
+            d.generation += 1;
+            d.generation
+        });
+        assert_eq!(r.expire(b"a@h", gen + 7, 2000), Expiry::Stale);
+        let Expiry::Partial {
+            removed: 1,
+            next_ms: 5000,
+            generation,
+        } = r.expire(b"a@h", gen, 2000)
+        else {
+            panic!("expected a partial expiry");
+        };
+        // The older event is now stale; the new one removes the rest.
+        assert_eq!(r.expire(b"a@h", gen, 6000), Expiry::Stale);
+        assert_eq!(
+            r.expire(b"a@h", generation, 6000),
+            Expiry::Gone { removed: 1 }
+        );
+        assert!(r.is_empty());
+        assert_eq!(r.expire(b"nobody", 0, 0), Expiry::Stale);
+    }
+
+    #[test]
+    fn a_refresh_makes_the_pending_event_a_no_op() {
+        let r = Registry::new();
+        let gen = r.modify(b"a@h", |d| {
+            d.bindings.push(binding("sip:a@x", 1000));
+            d.generation += 1;
+            d.generation
+        });
+        r.modify(b"a@h", |d| {
+            d.bindings[0].expires_at_ms = 9000;
+            d.generation += 1;
+        });
+        assert_eq!(r.expire(b"a@h", gen, 1500), Expiry::Stale);
+        assert_eq!(r.read(b"a@h", |d| d.map(|d| d.bindings.len())), Some(1));
+    }
+}

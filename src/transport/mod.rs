@@ -1,0 +1,289 @@
+//! The I/O shell: one mio event loop per worker thread, owning that worker's
+//! SO_REUSEPORT UDP socket, TCP listener and TCP connections. It reads, hands
+//! bytes to the sans-IO [`Registrar`], sends what comes back, and forwards
+//! expiry timers to the timer thread. Nothing here knows SIP semantics.
+
+pub mod socket;
+mod tcp;
+
+use std::io;
+use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use crossbeam_channel::Sender;
+use mio::{Events, Interest, Poll, Token, Waker};
+
+use crate::registrar::txcache::TxCache;
+use crate::registrar::{Handled, Inbound, Now, Output, Registrar, WorkerCtx};
+use crate::registry::{Aor, ConnRef, Transport};
+use crate::sip::MAX_UDP_MESSAGE;
+use crate::stats::WorkerStats;
+use crate::timer::{now_ms, TimerCmd};
+use socket::WorkerSockets;
+use tcp::Connections;
+
+const UDP: Token = Token(0);
+const LISTENER: Token = Token(1);
+const WAKER: Token = Token(2);
+/// Connection tokens start here.
+const FIRST_CONN: usize = 3;
+
+/// What the timer thread fires: an expiry check for one device generation.
+#[derive(Debug, Clone)]
+pub struct ExpiryItem {
+    pub aor: Aor,
+    pub generation: u64,
+}
+
+/// Settings a worker needs beyond the registrar.
+#[derive(Debug, Clone, Copy)]
+pub struct WorkerConfig {
+    pub id: u16,
+    pub tcp_idle_timeout_ms: u64,
+    /// Most simultaneous TCP connections this worker accepts.
+    pub max_connections: usize,
+}
+
+/// A worker thread's whole state.
+pub struct Worker {
+    cfg: WorkerConfig,
+    poll: Poll,
+    udp: mio::net::UdpSocket,
+    listener: mio::net::TcpListener,
+    conns: Connections,
+    registrar: Arc<Registrar>,
+    stats: Arc<WorkerStats>,
+    transactions: TxCache,
+    out: Output,
+    rx_buf: Box<[u8]>,
+    timers: Sender<TimerCmd<ExpiryItem>>,
+    shutdown: Arc<AtomicBool>,
+}
+
+/// Unique connection ids across workers (tokens are reused, ids never).
+static NEXT_CONN_ID: AtomicU64 = AtomicU64::new(1);
+
+impl Worker {
+    /// Registers the sockets with a fresh poll; returns the worker and a waker
+    /// that interrupts its wait (for shutdown).
+    pub fn new(
+        cfg: WorkerConfig,
+        mut sockets: WorkerSockets,
+        registrar: Arc<Registrar>,
+        stats: Arc<WorkerStats>,
+        timers: Sender<TimerCmd<ExpiryItem>>,
+        shutdown: Arc<AtomicBool>,
+    ) -> io::Result<(Worker, Arc<Waker>)> {
+        let poll = Poll::new()?;
+        poll.registry()
+            .register(&mut sockets.udp, UDP, Interest::READABLE)?;
+        poll.registry()
+            .register(&mut sockets.tcp, LISTENER, Interest::READABLE)?;
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        Ok((
+            Worker {
+                cfg,
+                poll,
+                udp: sockets.udp,
+                listener: sockets.tcp,
+                conns: Connections::new(FIRST_CONN, cfg.max_connections),
+                registrar,
+                stats,
+                transactions: TxCache::new(),
+                out: Output::default(),
+                rx_buf: vec![0u8; MAX_UDP_MESSAGE + 1].into_boxed_slice(),
+                timers,
+                shutdown,
+            },
+            waker,
+        ))
+    }
+
+    /// Runs until the shutdown flag is set.
+    pub fn run(mut self) {
+        let mut events = Events::with_capacity(256);
+        let mut last_sweep = now_ms();
+        while !self.shutdown.load(Ordering::Acquire) {
+            if let Err(e) = self
+                .poll
+                .poll(&mut events, Some(Duration::from_millis(500)))
+            {
+                if e.kind() != io::ErrorKind::Interrupted {
+                    log::error!("worker {}: poll failed: {e}", self.cfg.id);
+                    break;
+                }
+            }
+            for ev in events.iter() {
+                match ev.token() {
+                    UDP => self.drain_udp(),
+                    LISTENER => self.accept(),
+                    WAKER => {}
+                    token => self.conn_event(token, ev.is_readable(), ev.is_writable()),
+                }
+            }
+            let now = now_ms();
+            if now.saturating_sub(last_sweep) >= 1000 {
+                last_sweep = now;
+                let closed =
+                    self.conns
+                        .close_idle(now, self.cfg.tcp_idle_timeout_ms, self.poll.registry());
+                self.stats
+                    .tcp_closed_idle
+                    .fetch_add(closed as u64, Ordering::Relaxed);
+            }
+        }
+        log::debug!("worker {} stopped", self.cfg.id);
+    }
+
+    /// Reads every queued datagram (STYLE habit 1: until WouldBlock).
+    fn drain_udp(&mut self) {
+        loop {
+            let (len, source) = match self.udp.recv_from(&mut self.rx_buf) {
+                Ok(r) => r,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // ICMP errors from earlier sends surface here; keep serving.
+                    log::trace!("udp recv: {e}");
+                    continue;
+                }
+            };
+            let inb = Inbound {
+                bytes: &self.rx_buf[..len],
+                source,
+                transport: Transport::Udp,
+                conn: None,
+            };
+            let handled = process(
+                &self.registrar,
+                &self.stats,
+                &mut self.transactions,
+                &mut self.out,
+                &self.timers,
+                &inb,
+            );
+            if let Handled::Reply(_) = handled {
+                self.send_udp(source);
+            }
+        }
+    }
+
+    fn send_udp(&mut self, to: SocketAddr) {
+        loop {
+            match self.udp.send_to(&self.out.reply, to) {
+                Ok(_) => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    // A full socket buffer or an unreachable peer: the client
+                    // retransmits and the transaction cache answers again.
+                    log::trace!("udp send to {to}: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn accept(&mut self) {
+        loop {
+            match self.listener.accept() {
+                Ok((stream, peer)) => {
+                    let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
+                    if self
+                        .conns
+                        .insert(stream, peer, id, now_ms(), self.poll.registry())
+                        .is_some()
+                    {
+                        WorkerStats::inc(&self.stats.tcp_accepted);
+                    }
+                }
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => {
+                    log::debug!("accept: {e}");
+                    return;
+                }
+            }
+        }
+    }
+
+    fn conn_event(&mut self, token: Token, readable: bool, writable: bool) {
+        let registry = self.poll.registry();
+        if writable {
+            self.conns.flush(token, registry);
+        }
+        if !readable {
+            return;
+        }
+        let worker = self.cfg.id;
+        let (registrar, stats, timers) = (&self.registrar, &self.stats, &self.timers);
+        let (transactions, out) = (&mut self.transactions, &mut self.out);
+        self.conns.read(
+            token,
+            now_ms(),
+            registry,
+            |bytes, peer, (token, id), wbuf| {
+                let inb = Inbound {
+                    bytes,
+                    source: peer,
+                    transport: Transport::Tcp,
+                    conn: Some(ConnRef { worker, token, id }),
+                };
+                if let Handled::Reply(_) =
+                    process(registrar, stats, transactions, out, timers, &inb)
+                {
+                    wbuf.extend_from_slice(&out.reply);
+                }
+            },
+        );
+    }
+}
+
+/// Runs one message through the registrar, counts the result and forwards the
+/// expiry timers it produced. Shared by the UDP and TCP paths.
+fn process(
+    registrar: &Registrar,
+    stats: &WorkerStats,
+    transactions: &mut TxCache,
+    out: &mut Output,
+    timers: &Sender<TimerCmd<ExpiryItem>>,
+    inb: &Inbound<'_>,
+) -> Handled {
+    let mut ctx = WorkerCtx {
+        stats,
+        transactions,
+    };
+    let handled = registrar.handle(inb, now(), &mut ctx, out);
+    match handled {
+        Handled::Reply(code) => stats.response(code),
+        Handled::Dropped(why) => stats.drop(why),
+    }
+    for t in out.timers.drain(..) {
+        let item = ExpiryItem {
+            aor: t.aor,
+            generation: t.generation,
+        };
+        // Blocks only if the timer thread is far behind: back-pressure beats
+        // losing an expiry.
+        if timers
+            .send(TimerCmd::At {
+                deadline_ms: t.deadline_ms,
+                item,
+            })
+            .is_err()
+        {
+            log::warn!("timer thread gone; expiry not scheduled");
+        }
+    }
+    handled
+}
+
+fn now() -> Now {
+    Now {
+        mono_ms: now_ms(),
+        unix_secs: SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+    }
+}
