@@ -146,18 +146,30 @@ pub(super) fn handle(
             write_ok(r, out, msg, inb, now, dev);
             return Outcome::Ok(None);
         }
+        // §10.3 step 7: a binding made by this Call-ID with a higher CSeq means
+        // the request is out of order; with the same CSeq it is a repeat of a
+        // request already applied (a retransmission with a new branch), so the
+        // answer is the current state and nothing changes.
+        let mut repeat = false;
+        for b in dev.bindings.iter().filter(|b| &*b.call_id == call_id) {
+            if cseq < b.cseq {
+                return Outcome::OutOfOrder;
+            }
+            repeat |= cseq == b.cseq;
+        }
+        if repeat {
+            write_ok(r, out, msg, inb, now, dev);
+            return Outcome::Ok(None);
+        }
         // Validation pass: nothing changes unless every contact is acceptable.
         let mut count = dev.bindings.len();
         for c in msg
             .list(HeaderId::Contact)
             .filter_map(|c| NameAddr::parse(c).ok())
         {
-            let existing = find(dev, &c);
-            match existing {
-                Some(b) if &*b.call_id == call_id && cseq < b.cseq => return Outcome::OutOfOrder,
-                Some(b) if &*b.call_id == call_id && cseq == b.cseq => {}
-                Some(_) if expires_of(&c) == 0 => count -= 1,
-                None if expires_of(&c) != 0 => count += 1,
+            match (find(dev, &c).is_some(), expires_of(&c) == 0) {
+                (true, true) => count -= 1,
+                (false, false) => count += 1,
                 _ => {}
             }
         }
@@ -172,9 +184,6 @@ pub(super) fn handle(
             let expires = expires_of(&c);
             let idx = dev.bindings.iter().position(|b| same_binding(b, &c));
             match idx {
-                // Same Call-ID and CSeq: a repeat of a request already applied.
-                Some(i) if &*dev.bindings[i].call_id == call_id && dev.bindings[i].cseq == cseq => {
-                }
                 Some(i) if expires == 0 => {
                     dev.bindings.swap_remove(i);
                     WorkerStats::inc(&stats.bindings_removed);

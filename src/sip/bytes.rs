@@ -21,8 +21,8 @@ pub const TOKEN: [bool; 256] = {
     t
 };
 
-/// Bytes allowed in a Request-URI or other URI on a start line: visible ASCII and
-/// UTF-8 continuation bytes, no white space, no `<>` (RFC 4475 §3.1.2.7).
+/// Bytes allowed in a Request-URI: visible ASCII and UTF-8 bytes, no white
+/// space, no `<>` or `"` (RFC 4475 §3.1.2.7).
 pub const URI_CHAR: [bool; 256] = {
     let mut t = [false; 256];
     let mut i = 0;

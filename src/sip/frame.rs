@@ -79,7 +79,7 @@ fn content_length(head: &[u8]) -> Result<usize, ScanError> {
             continue;
         };
         let name = bytes::trim(&line[..colon]);
-        if HeaderId::lookup(name) == HeaderId::ContentLength {
+        if bytes::is_token(name) && HeaderId::lookup(name) == HeaderId::ContentLength {
             let len = parse_content_length(&line[colon + 1..])?;
             if found.is_some_and(|f| f != len) {
                 return Err(ScanError::DuplicateHeader(HeaderId::ContentLength));

@@ -319,6 +319,7 @@ enum Mode {
     ForReply,
 }
 
+#[inline(always)]
 fn scan_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ScanError> {
     if buf.len() > MAX_UDP_MESSAGE {
         return Err(ScanError::MessageTooLarge);
@@ -531,28 +532,31 @@ fn check_version(v: &[u8]) -> Result<(), ScanError> {
 }
 
 /// `scheme ":" …` with no white space or angle brackets; SIP and SIPS
-/// Request-URIs may not carry a `?headers` part (RFC 3261 §19.1.5).
+/// Request-URIs may not carry a `?headers` part (RFC 3261 §19.1.5). One pass.
 fn is_request_uri(uri: &[u8]) -> bool {
-    let Some(colon) = memchr(b':', uri) else {
+    let Some(colon) = bytes::find(b':', uri) else {
         return false;
     };
     let scheme = &uri[..colon];
-    let scheme_ok = scheme.first().is_some_and(u8::is_ascii_alphabetic)
-        && scheme
+    if !scheme.first().is_some_and(u8::is_ascii_alphabetic)
+        || !scheme
             .iter()
-            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'));
-    if !scheme_ok || colon + 1 == uri.len() || !uri.iter().all(|&c| URI_CHAR[c as usize]) {
+            .all(|&c| c.is_ascii_alphanumeric() || matches!(c, b'+' | b'-' | b'.'))
+        || colon + 1 == uri.len()
+    {
         return false;
     }
-    if scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips") {
-        // The user part may legally hold '?', so look only after the last '@'.
-        let host_part = match memchr::memrchr(b'@', uri) {
-            Some(at) => &uri[at..],
-            None => uri,
-        };
-        return memchr(b'?', host_part).is_none();
+    let rest = &uri[colon + 1..];
+    if !rest.iter().all(|&c| URI_CHAR[c as usize]) {
+        return false;
     }
-    true
+    if !(scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")) {
+        return true;
+    }
+    // The user part may legally hold '?' (RFC 4475 §3.1.1.2), so look only
+    // after the last '@'.
+    let host_part = bytes::rfind(b'@', rest).map_or(rest, |at| &rest[at..]);
+    bytes::find(b'?', host_part).is_none()
 }
 
 /// Scans a header section (after the start line) into `out`, returning the

@@ -72,6 +72,10 @@ impl<'o> ResponseWriter<'o> {
             out.push(b' ');
             out.extend_from_slice(cseq.method);
             out.extend_from_slice(b"\r\n");
+        } else if let Some(raw) = req.value(HeaderId::CSeq) {
+            // RFC 3261 §8.2.6.2: the CSeq is copied even when it could not be
+            // parsed (a 400 for an overlarge CSeq still echoes it).
+            line(out, b"CSeq", raw);
         }
         ResponseWriter { out }
     }

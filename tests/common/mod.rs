@@ -1,1 +1,3 @@
+pub mod client;
+pub mod server;
 pub mod vectors;

@@ -1,0 +1,260 @@
+//! Runs the real `sipreg` binary on loopback for black-box tests.
+//!
+//! Every server listens on `127.0.0.1:0`, so tests run in parallel without
+//! port clashes; the port is read from the binary's first stdout line. The
+//! server's stderr is collected and printed when a test fails, and the process
+//! gets SIGTERM (then SIGKILL after a deadline) when the [`Server`] is dropped.
+#![allow(dead_code)]
+
+use std::io::{BufRead, BufReader, Read};
+use std::net::SocketAddr;
+use std::process::{Child, Command, ExitStatus, Stdio};
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread;
+use std::time::{Duration, Instant};
+
+/// How long the binary may take to print its listening line.
+const START_TIMEOUT: Duration = Duration::from_secs(15);
+/// How long it may take to exit after SIGTERM before it is killed.
+const STOP_TIMEOUT: Duration = Duration::from_secs(5);
+
+pub const BIN: &str = env!("CARGO_BIN_EXE_sipreg");
+
+/// The arguments most tests use: shared password `secret`, realm `sipreg`.
+pub const DEFAULT_ARGS: &[&str] = &[
+    "--realm",
+    "sipreg",
+    "--password",
+    "secret",
+    "--threads",
+    "2",
+    "--min-expires",
+    "2",
+    "--max-expires",
+    "3600",
+    "--default-expires",
+    "3600",
+];
+
+pub struct Server {
+    child: Option<Child>,
+    addr: SocketAddr,
+    stderr: Arc<Mutex<Vec<u8>>>,
+}
+
+impl Server {
+    /// Starts `sipreg --listen 127.0.0.1:0 --http 127.0.0.1:0 <args>` and waits
+    /// for `sipreg listening on 127.0.0.1:PORT (udp+tcp)`.
+    pub fn start(args: &[&str]) -> Server {
+        let mut child = command(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+        let stderr = collect(child.stderr.take().expect("stderr piped"));
+
+        let (tx, rx) = mpsc::channel();
+        let stdout = child.stdout.take().expect("stdout piped");
+        thread::spawn(move || {
+            let mut lines = BufReader::new(stdout).lines();
+            if let Some(Ok(first)) = lines.next() {
+                let _ = tx.send(first);
+            }
+            // Keep draining so the server never blocks on a full pipe.
+            for _ in lines {}
+        });
+
+        let line = match rx.recv_timeout(START_TIMEOUT) {
+            Ok(line) => line,
+            Err(_) => {
+                let _ = child.kill();
+                let status = child.wait().ok();
+                panic!(
+                    "sipreg {args:?} printed no listening line within {START_TIMEOUT:?} \
+                     (exit: {status:?}); stderr:\n{}",
+                    String::from_utf8_lossy(&stderr.lock().unwrap())
+                );
+            }
+        };
+        let Some(addr) = parse_listening_line(&line) else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("unexpected first stdout line {line:?}");
+        };
+        Server {
+            child: Some(child),
+            addr,
+            stderr,
+        }
+    }
+
+    /// [`Server::start`] with [`DEFAULT_ARGS`].
+    pub fn start_default() -> Server {
+        Server::start(DEFAULT_ARGS)
+    }
+
+    /// [`Server::start`] with [`DEFAULT_ARGS`], each `(flag, value)` replacing
+    /// that flag's default or added after them; an empty value adds a bare
+    /// flag (`("--no-auth", "")`).
+    pub fn start_with(overrides: &[(&str, &str)]) -> Server {
+        let mut args: Vec<&str> = DEFAULT_ARGS.to_vec();
+        for &(flag, value) in overrides {
+            match args.iter().position(|a| *a == flag) {
+                Some(i) if !value.is_empty() => args[i + 1] = value,
+                Some(_) => {}
+                None if value.is_empty() => args.push(flag),
+                None => args.extend([flag, value]),
+            }
+        }
+        Server::start(&args)
+    }
+
+    /// The SIP address (UDP and TCP share it).
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().expect("running").id()
+    }
+
+    /// What the server wrote to stderr so far.
+    pub fn stderr(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// True while the process has not exited.
+    pub fn is_running(&mut self) -> bool {
+        let child = self.child.as_mut().expect("not stopped");
+        matches!(child.try_wait(), Ok(None))
+    }
+
+    /// Sends `signal` and waits for the exit status (SIGKILL after a deadline,
+    /// in which case the test fails).
+    pub fn stop_with(mut self, signal: libc::c_int) -> ExitStatus {
+        let mut child = self.child.take().expect("not stopped");
+        match signal_and_wait(&mut child, signal) {
+            Some(status) => status,
+            None => panic!(
+                "sipreg did not exit within {STOP_TIMEOUT:?} of signal {signal}; stderr:\n{}",
+                self.stderr()
+            ),
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let exited = signal_and_wait(&mut child, libc::SIGTERM);
+            if thread::panicking() || exited.is_none() {
+                eprintln!(
+                    "--- sipreg stderr ({}) ---\n{}",
+                    match exited {
+                        Some(s) => format!("exit {s}"),
+                        None => "killed after SIGTERM timeout".to_string(),
+                    },
+                    self.stderr()
+                );
+            }
+        }
+    }
+}
+
+impl Server {
+    /// Runs the binary with exactly `args` (no `--listen` added) and expects
+    /// it to exit by itself, as it must for a CLI error; returns its status and
+    /// stderr.
+    pub fn start_expect_failure(args: &[&str]) -> (ExitStatus, String) {
+        let (status, _stdout, stderr) = run_to_exit(args);
+        (status, stderr)
+    }
+}
+
+/// Runs the binary with exactly `args` and waits for it to exit by itself;
+/// returns (status, stdout, stderr). Fails the test if it keeps running.
+pub fn run_to_exit(args: &[&str]) -> (ExitStatus, String, String) {
+    let child = Command::new(BIN)
+        .args(args)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap_or_else(|e| panic!("spawn {BIN}: {e}"));
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    let (tx, rx) = mpsc::channel();
+    thread::spawn(move || {
+        let _ = tx.send(child.wait_with_output());
+    });
+    let (output, exited) = match rx.recv_timeout(START_TIMEOUT) {
+        Ok(output) => (output, true),
+        Err(_) => {
+            // SAFETY: kill(2) has no memory-safety preconditions; the waiting
+            // thread has not reaped our child yet, so `pid` is still ours.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+            (rx.recv().expect("waiter thread"), false)
+        }
+    };
+    let output = output.expect("wait for sipreg");
+    let text = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+    assert!(
+        exited,
+        "sipreg {args:?} was expected to exit by itself but kept running; stderr:\n{}",
+        text(&output.stderr)
+    );
+    (output.status, text(&output.stdout), text(&output.stderr))
+}
+
+fn command(args: &[&str]) -> Command {
+    let mut cmd = Command::new(BIN);
+    cmd.args(["--listen", "127.0.0.1:0", "--http", "127.0.0.1:0"])
+        .args(args)
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Reads a pipe to its end on a thread, into a buffer shared with the caller.
+fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
+    let buf = Arc::new(Mutex::new(Vec::new()));
+    let out = Arc::clone(&buf);
+    thread::spawn(move || {
+        let mut chunk = [0u8; 4096];
+        loop {
+            match pipe.read(&mut chunk) {
+                Ok(0) | Err(_) => break,
+                Ok(n) => out.lock().unwrap().extend_from_slice(&chunk[..n]),
+            }
+        }
+    });
+    buf
+}
+
+fn parse_listening_line(line: &str) -> Option<SocketAddr> {
+    line.strip_prefix("sipreg listening on ")?
+        .strip_suffix(" (udp+tcp)")?
+        .parse()
+        .ok()
+}
+
+/// Sends `signal` to the child (by its own PID) and waits up to
+/// [`STOP_TIMEOUT`]; SIGKILLs it and returns `None` if it does not exit.
+fn signal_and_wait(child: &mut Child, signal: libc::c_int) -> Option<ExitStatus> {
+    if let Ok(Some(status)) = child.try_wait() {
+        return Some(status);
+    }
+    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
+    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own
+    // child, which has not been reaped yet, so the PID cannot have been reused.
+    unsafe { libc::kill(pid, signal) };
+    let deadline = Instant::now() + STOP_TIMEOUT;
+    while Instant::now() < deadline {
+        if let Ok(Some(status)) = child.try_wait() {
+            return Some(status);
+        }
+        thread::sleep(Duration::from_millis(10));
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    None
+}
