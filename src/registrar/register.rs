@@ -2,7 +2,7 @@
 //! table. Every binding change for one request happens under one shard lock, so
 //! a request is applied entirely or not at all (§10.3 step 7).
 
-use crate::auth::{DigestResponse, Verdict};
+use crate::auth::{AuthError, DigestResponse, Verdict};
 use crate::registry::{Binding, Device};
 use crate::sip::bytes::push_u64;
 use crate::sip::{self, AuthHeader, HeaderId, Message, NameAddr, Scheme, Uri};
@@ -77,7 +77,7 @@ pub(super) fn handle(
 
     // Steps 2–4: authenticate, then authorise the user for this AOR.
     if !r.policy.no_auth {
-        if let Err(h) = authenticate(r, msg, inb, now, ctx, out, aor_user) {
+        if let Err(h) = authenticate(r, msg, inb, now, ctx, out, aor, aor_user) {
             return h;
         }
     }
@@ -371,6 +371,7 @@ fn push_qvalue(out: &mut Vec<u8>, q: u16) {
 /// Digest authentication (RFC 2617 / RFC 7616 MD5) and the AOR ownership rule:
 /// a user listed in the credentials file may register only its own AOR, and an
 /// AOR whose user is listed may be registered only by that user.
+#[allow(clippy::too_many_arguments)]
 fn authenticate(
     r: &Registrar,
     msg: &Message<'_>,
@@ -378,6 +379,7 @@ fn authenticate(
     now: Now,
     ctx: &mut WorkerCtx<'_>,
     out: &mut Output,
+    aor: &[u8],
     aor_user: &[u8],
 ) -> Result<(), Handled> {
     let creds = msg
@@ -402,6 +404,11 @@ fn authenticate(
     };
     match auth.authenticate(&resp, msg.cseq().method, now.unix_secs) {
         Verdict::Authorized if opaque_ok => {}
+        // A correct digest whose nonce-count was already used: a retransmission
+        // that the transaction cache no longer remembers is still a repeat of
+        // an applied request (same Call-ID and CSeq), answered with the current
+        // state; anything else is a replay.
+        Verdict::Rejected(AuthError::Replay) if opaque_ok && is_repeat(r, aor, msg) => {}
         Verdict::Stale if opaque_ok => {
             WorkerStats::inc(&ctx.stats.auth_challenges);
             return Err(challenge(r, out, msg, inb, now, true));
@@ -423,6 +430,18 @@ fn authenticate(
         return Err(r.reject(out, msg, inb, 403, "Forbidden"));
     }
     Ok(())
+}
+
+/// True when the AOR holds a binding made by this very Call-ID and CSeq.
+fn is_repeat(r: &Registrar, aor: &[u8], msg: &Message<'_>) -> bool {
+    let (call_id, cseq) = (msg.call_id(), msg.cseq().seq);
+    r.registry.read(aor, |d| {
+        d.is_some_and(|d| {
+            d.bindings
+                .iter()
+                .any(|b| &*b.call_id == call_id && b.cseq == cseq)
+        })
+    })
 }
 
 fn challenge(

@@ -14,7 +14,10 @@ use std::net::SocketAddr;
 /// Timer J for non-INVITE server transactions over UDP: 64·T1 (RFC 3261 §17.2.2).
 pub const REMEMBER_MS: u64 = 64 * 500;
 /// Slots per worker; a power of two.
-pub const SLOTS: usize = 4096;
+pub const SLOTS: usize = 2048;
+/// Bytes reserved per slot up front, so remembering an answer never allocates
+/// (a REGISTER 200 with a few bindings is 500–900 bytes); 2 MiB per worker.
+pub const SLOT_BYTES: usize = 1024;
 
 struct Slot {
     key: u64,
@@ -42,7 +45,7 @@ impl TxCache {
                     key: 0,
                     until_ms: 0,
                     code: 0,
-                    response: Vec::new(),
+                    response: Vec::with_capacity(SLOT_BYTES),
                 })
                 .collect(),
             // Keyed per process: sources and branches are attacker-chosen.

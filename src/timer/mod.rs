@@ -308,6 +308,34 @@ mod tests {
     }
 
     #[test]
+    fn fire_can_rearm_without_the_channel() {
+        let (tx, rx) = crossbeam_channel::bounded(1);
+        let (fired_tx, fired_rx) = unbounded();
+        let handle = spawn("timer-rearm", rx, move |n: u32| {
+            let _ = fired_tx.send((n, now_ms()));
+            // Re-arm three times, 20 ms apart, as an expiry with bindings left does.
+            (n < 3).then(|| (now_ms() + 20, n + 1))
+        })
+        .unwrap();
+        tx.send(TimerCmd::At {
+            deadline_ms: now_ms(),
+            item: 0,
+        })
+        .unwrap();
+        let mut last = 0;
+        for want in 0..4 {
+            let (n, at) = fired_rx.recv_timeout(Duration::from_secs(5)).unwrap();
+            assert_eq!(n, want);
+            if want > 0 {
+                assert!(at >= last + 20, "re-armed item fired early: {at} < {last} + 20");
+            }
+            last = at;
+        }
+        tx.send(TimerCmd::Shutdown).unwrap();
+        handle.join().unwrap();
+    }
+
+    #[test]
     fn dropping_every_sender_ends_thread() {
         let (tx, rx) = unbounded::<TimerCmd<u8>>();
         let (fired_tx, fired_rx) = unbounded::<u8>();

@@ -1,0 +1,184 @@
+//! STYLE habit 6: a REGISTER refresh allocates nothing. A counting global
+//! allocator (counting only on the test's own thread) wraps the real one, and
+//! the sans-IO registrar is driven directly with real REGISTER bytes.
+
+use std::alloc::{GlobalAlloc, Layout, System};
+use std::cell::Cell;
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use sipreg::auth::{client_response, format_nc, ha1, CredentialStore, NonceSecret};
+use sipreg::registrar::txcache::TxCache;
+use sipreg::registrar::{Handled, Inbound, Now, Output, Policy, Registrar, WorkerCtx};
+use sipreg::registry::{Registry, Transport};
+use sipreg::sip::{scan, AuthHeader, HeaderId};
+use sipreg::stats::WorkerStats;
+
+struct Counting;
+
+thread_local! {
+    static ON: Cell<bool> = const { Cell::new(false) };
+    static ALLOCS: Cell<usize> = const { Cell::new(0) };
+}
+
+// SAFETY: forwards every call to the system allocator unchanged; the counter
+// is a const-initialised thread-local that never allocates.
+unsafe impl GlobalAlloc for Counting {
+    unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
+        if ON.with(Cell::get) {
+            ALLOCS.with(|c| c.set(c.get() + 1));
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.alloc(layout) }
+    }
+    unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
+        // SAFETY: same contract as the caller's.
+        unsafe { System.dealloc(ptr, layout) }
+    }
+    unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
+        if ON.with(Cell::get) {
+            ALLOCS.with(|c| c.set(c.get() + 1));
+        }
+        // SAFETY: same contract as the caller's.
+        unsafe { System.realloc(ptr, layout, new_size) }
+    }
+}
+
+#[global_allocator]
+static GLOBAL: Counting = Counting;
+
+fn counted<R>(f: impl FnOnce() -> R) -> (R, usize) {
+    ALLOCS.with(|c| c.set(0));
+    ON.with(|o| o.set(true));
+    let r = f();
+    ON.with(|o| o.set(false));
+    (r, ALLOCS.with(Cell::get))
+}
+
+fn register(cseq: u32, branch: &str, auth: &str) -> Vec<u8> {
+    format!(
+        "REGISTER sip:127.0.0.1 SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 127.0.0.1:5070;rport;branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:alice@127.0.0.1>;tag=f1\r\n\
+         To: <sip:alice@127.0.0.1>\r\n\
+         Call-ID: alloc-test-1\r\n\
+         CSeq: {cseq} REGISTER\r\n\
+         Contact: <sip:alice@127.0.0.1:5070>\r\n\
+         {auth}\
+         User-Agent: test\r\n\
+         Expires: 600\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+#[test]
+fn refresh_with_digest_allocates_nothing() {
+    let registry = Arc::new(Registry::new());
+    let policy = Policy {
+        min_expires: 60,
+        max_expires: 3600,
+        default_expires: 600,
+        max_contacts: 10,
+        domain: None,
+        no_auth: false,
+        nonce_ttl_secs: 300,
+    };
+    let creds = CredentialStore::new(b"sipreg").with_password(b"secret");
+    let registrar = Registrar::new(
+        policy,
+        registry.clone(),
+        creds,
+        NonceSecret::random().unwrap(),
+    );
+    let stats = WorkerStats::default();
+    let mut tx = TxCache::new();
+    let mut out = Output::default();
+    let source: SocketAddr = "127.0.0.1:5070".parse().unwrap();
+    let mut handle = |bytes: &[u8], mono_ms: u64| {
+        let inb = Inbound {
+            bytes,
+            source,
+            transport: Transport::Udp,
+            conn: None,
+        };
+        let mut ctx = WorkerCtx {
+            stats: &stats,
+            transactions: &mut tx,
+        };
+        let now = Now {
+            mono_ms,
+            unix_secs: 1_800_000_000 + mono_ms / 1000,
+        };
+        let h = registrar.handle(&inb, now, &mut ctx, &mut out);
+        (h, out.reply.clone(), out.timers.len())
+    };
+
+    // Challenge, then register (these may allocate: new device, nonce entry).
+    let (h, reply, _) = handle(&register(1, "a1", ""), 1000);
+    assert_eq!(h, Handled::Reply(401));
+    let msg = scan(&reply).unwrap();
+    let challenge = AuthHeader::parse(msg.value(HeaderId::WwwAuthenticate).unwrap()).unwrap();
+    let nonce = challenge.param(b"nonce").unwrap().to_vec();
+    let opaque = challenge.param(b"opaque").unwrap().to_vec();
+    let key = ha1(b"alice", b"sipreg", b"secret");
+    let auth_for = |nc: u32| {
+        let cnonce = b"c0ffee";
+        let resp = client_response(
+            &key,
+            &nonce,
+            b"REGISTER",
+            b"sip:127.0.0.1",
+            Some((nc, cnonce)),
+        );
+        format!(
+            "Authorization: Digest username=\"alice\", realm=\"sipreg\", nonce=\"{}\", uri=\"sip:127.0.0.1\", response=\"{}\", algorithm=MD5, qop=auth, nc={}, cnonce=\"c0ffee\", opaque=\"{}\"\r\n",
+            String::from_utf8_lossy(&nonce),
+            String::from_utf8_lossy(&resp),
+            String::from_utf8_lossy(&format_nc(nc)),
+            String::from_utf8_lossy(&opaque),
+        )
+    };
+    let (h, _, timers) = handle(&register(2, "a2", &auth_for(1)), 2000);
+    assert_eq!(h, Handled::Reply(200));
+    assert_eq!(timers, 1);
+    // Warm-up refresh: grows reusable buffers (reply, transaction slots) once.
+    let (h, _, _) = handle(&register(3, "a3", &auth_for(2)), 3000);
+    assert_eq!(h, Handled::Reply(200));
+
+    // Steady state: build the request outside the counted region, then count
+    // exactly what the registrar does for a refresh.
+    for (i, cseq) in (4..20u32).enumerate() {
+        let req = register(cseq, &format!("r{cseq}"), &auth_for(cseq - 1));
+        let inb = Inbound {
+            bytes: &req,
+            source,
+            transport: Transport::Udp,
+            conn: None,
+        };
+        let now = Now {
+            mono_ms: 4000 + i as u64 * 1000,
+            unix_secs: 1_800_000_004 + i as u64,
+        };
+        let (h, allocs) = counted(|| {
+            let mut ctx = WorkerCtx {
+                stats: &stats,
+                transactions: &mut tx,
+            };
+            registrar.handle(&inb, now, &mut ctx, &mut out)
+        });
+        assert_eq!(
+            h,
+            Handled::Reply(200),
+            "{}",
+            String::from_utf8_lossy(&out.reply)
+        );
+        assert_eq!(out.timers.len(), 1, "a refresh re-arms expiry");
+        assert_eq!(allocs, 0, "refresh {cseq} allocated {allocs} times");
+    }
+    assert_eq!(
+        registry.read(b"alice@127.0.0.1", |d| d.map(|d| d.bindings.len())),
+        Some(1)
+    );
+}
