@@ -182,6 +182,14 @@ pub(super) fn handle(
             .filter_map(|c| NameAddr::parse(c).ok())
         {
             let expires = expires_of(&c);
+            let update = ContactUpdate {
+                expires,
+                call_id,
+                cseq,
+                user_agent,
+                inb,
+                now,
+            };
             let idx = dev.bindings.iter().position(|b| same_binding(b, &c));
             match idx {
                 Some(i) if expires == 0 => {
@@ -190,24 +198,13 @@ pub(super) fn handle(
                     changed = true;
                 }
                 Some(i) => {
-                    refresh(
-                        &mut dev.bindings[i],
-                        &c,
-                        expires,
-                        call_id,
-                        cseq,
-                        user_agent,
-                        inb,
-                        now,
-                    );
+                    refresh(&mut dev.bindings[i], &c, &update);
                     WorkerStats::inc(&stats.bindings_refreshed);
                     changed = true;
                 }
                 None if expires == 0 => {}
                 None => {
-                    dev.bindings.push(new_binding(
-                        &c, expires, call_id, cseq, user_agent, inb, now,
-                    ));
+                    dev.bindings.push(new_binding(&c, &update));
                     WorkerStats::inc(&stats.bindings_added);
                     changed = true;
                 }
@@ -272,57 +269,55 @@ fn reg_id(c: &NameAddr<'_>) -> Option<u32> {
     c.param(b"reg-id").flatten().and_then(sip::bytes::parse_u32)
 }
 
-fn new_binding(
-    c: &NameAddr<'_>,
+/// What one REGISTER says about a contact, beyond the Contact itself.
+struct ContactUpdate<'r> {
     expires: u32,
-    call_id: &[u8],
+    call_id: &'r [u8],
     cseq: u32,
-    user_agent: &[u8],
-    inb: &Inbound<'_>,
+    user_agent: &'r [u8],
+    inb: &'r Inbound<'r>,
     now: Now,
-) -> Binding {
+}
+
+impl ContactUpdate<'_> {
+    fn deadline_ms(&self) -> u64 {
+        self.now.mono_ms + u64::from(self.expires) * 1000
+    }
+}
+
+fn new_binding(c: &NameAddr<'_>, u: &ContactUpdate<'_>) -> Binding {
     Binding {
         uri: c.uri.into(),
         instance: instance(c).map(Into::into),
         reg_id: reg_id(c),
         q: c.q().and_then(Result::ok),
-        expires_at_ms: now.mono_ms + u64::from(expires) * 1000,
-        call_id: call_id.into(),
-        cseq,
-        source: inb.source,
-        transport: inb.transport,
-        conn: inb.conn,
-        user_agent: user_agent.into(),
+        expires_at_ms: u.deadline_ms(),
+        call_id: u.call_id.into(),
+        cseq: u.cseq,
+        source: u.inb.source,
+        transport: u.inb.transport,
+        conn: u.inb.conn,
+        user_agent: u.user_agent.into(),
     }
 }
 
 /// Updates a binding in place, allocating only for values that changed.
-#[allow(clippy::too_many_arguments)]
-fn refresh(
-    b: &mut Binding,
-    c: &NameAddr<'_>,
-    expires: u32,
-    call_id: &[u8],
-    cseq: u32,
-    user_agent: &[u8],
-    inb: &Inbound<'_>,
-    now: Now,
-) {
-    b.expires_at_ms = now.mono_ms + u64::from(expires) * 1000;
-    if &*b.call_id != call_id {
-        b.call_id = call_id.into();
+fn refresh(b: &mut Binding, c: &NameAddr<'_>, u: &ContactUpdate<'_>) {
+    b.expires_at_ms = u.deadline_ms();
+    if &*b.call_id != u.call_id {
+        b.call_id = u.call_id.into();
     }
     if &*b.uri != c.uri {
         b.uri = c.uri.into();
     }
-    if &*b.user_agent != user_agent {
-        b.user_agent = user_agent.into();
+    if &*b.user_agent != u.user_agent {
+        b.user_agent = u.user_agent.into();
     }
-    b.cseq = cseq;
+    b.cseq = u.cseq;
     b.q = c.q().and_then(Result::ok);
-    b.source = inb.source;
-    b.transport = inb.transport;
-    b.conn = inb.conn;
+    b.source = u.inb.source;
+    b.transport = u.inb.transport;
+    b.conn = u.inb.conn;
 }
 
 /// The 200 of §10.3 step 8: every current binding with its remaining expiry,
