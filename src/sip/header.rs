@@ -154,26 +154,9 @@ const FOLDED: [[u64; 3]; HeaderId::COUNT] = {
 /// folds onto '-', and CR is not a token byte).
 #[inline]
 fn fold(name: &[u8]) -> [u64; 3] {
-    debug_assert!(
-        name.len() < MAX_NAME,
-        "fold: name longer than any known header"
-    );
-    let mut padded = [0u8; 24];
-    let len = name.len().min(padded.len());
-    padded[..len].copy_from_slice(&name[..len]);
     let mut w = [0u64; 3];
-    for (k, word) in w.iter_mut().enumerate() {
-        let bytes_here = len.saturating_sub(k * 8).min(8);
-        // Fold only real bytes; padding stays zero as in FOLDED.
-        let mask = if bytes_here == 8 {
-            u64::MAX
-        } else {
-            (1u64 << (bytes_here * 8)) - 1
-        };
-        let raw = padded[k * 8..k * 8 + 8]
-            .try_into()
-            .map_or(0, u64::from_le_bytes);
-        *word = raw | (0x2020_2020_2020_2020 & mask);
+    for (i, &c) in name.iter().take(24).enumerate() {
+        w[i / 8] |= u64::from(c | 0x20) << ((i % 8) * 8);
     }
     w
 }
@@ -183,30 +166,28 @@ impl HeaderId {
     /// scanner checks it first); other bytes may be mistaken for '-'.
     #[inline]
     pub fn lookup(name: &[u8]) -> HeaderId {
-        if name.len() == 1 {
-            let c = name[0].to_ascii_lowercase();
-            return if c.is_ascii_lowercase() {
-                COMPACT[(c - b'a') as usize]
-            } else {
-                HeaderId::Other
-            };
-        }
-        // Dispatch on (first letter, length) to at most two candidates, then one
-        // case-insensitive comparison.
+        Self::lookup_folded(name, &fold(name))
+    }
+
+    /// [`HeaderId::lookup`] for a name whose folded words the caller computed
+    /// while scanning it (the scanner does, to touch each name byte once).
+    #[inline]
+    pub(crate) fn lookup_folded(name: &[u8], folded: &[u64; 3]) -> HeaderId {
         let len = name.len();
         let first = name.first().map_or(0, |c| c | 0x20);
-        if !first.is_ascii_lowercase() || len >= MAX_NAME {
-            return HeaderId::Other;
+        if len < 2 || !first.is_ascii_lowercase() || len >= MAX_NAME {
+            return match name {
+                [c] if (c | 0x20).is_ascii_lowercase() => COMPACT[usize::from((c | 0x20) - b'a')],
+                _ => HeaderId::Other,
+            };
         }
+        // Dispatch on (first letter, length) to at most two candidates, then
+        // compare three words.
         let [a, b] = BY_FIRST_AND_LEN[usize::from(first - b'a')][len];
-        if a == HeaderId::Other {
-            return HeaderId::Other;
-        }
-        let folded = fold(name);
-        if folded == FOLDED[a as usize] {
+        if a != HeaderId::Other && *folded == FOLDED[a as usize] {
             return a;
         }
-        if b != HeaderId::Other && folded == FOLDED[b as usize] {
+        if b != HeaderId::Other && *folded == FOLDED[b as usize] {
             return b;
         }
         HeaderId::Other

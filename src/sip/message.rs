@@ -546,18 +546,46 @@ fn is_request_uri(uri: &[u8]) -> bool {
     {
         return false;
     }
-    let rest = &uri[colon + 1..];
-    if !rest.iter().all(|&c| URI_CHAR[c as usize]) {
-        return false;
+    // One pass with a byte-class table: reject bytes a URI cannot hold and
+    // remember whether a '?' follows the last '@' (the user part may legally
+    // hold '?', RFC 4475 §3.1.1.2).
+    let mut bad = false;
+    let mut question_after_at = false;
+    for &c in &uri[colon + 1..] {
+        match URI_CLASS[c as usize] {
+            UriClass::Plain => {}
+            UriClass::At => question_after_at = false,
+            UriClass::Question => question_after_at = true,
+            UriClass::Bad => bad = true,
+        }
     }
-    if !(scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips")) {
-        return true;
-    }
-    // The user part may legally hold '?' (RFC 4475 §3.1.1.2), so look only
-    // after the last '@'.
-    let host_part = bytes::rfind(b'@', rest).map_or(rest, |at| &rest[at..]);
-    bytes::find(b'?', host_part).is_none()
+    let sip = scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips");
+    !bad && !(sip && question_after_at)
 }
+
+#[derive(Clone, Copy)]
+enum UriClass {
+    Plain,
+    At,
+    Question,
+    Bad,
+}
+
+/// Request-URI byte classes: visible ASCII and UTF-8 bytes, except `<>"`, are
+/// allowed (RFC 4475 §3.1.2.7); '@' and '?' are tracked for the headers check.
+const URI_CLASS: [UriClass; 256] = {
+    let mut t = [UriClass::Bad; 256];
+    let mut i = 0;
+    while i < 256 {
+        if URI_CHAR[i] {
+            t[i] = UriClass::Plain;
+        }
+        i += 1;
+    }
+    t[b'@' as usize] = UriClass::At;
+    t[b'?' as usize] = UriClass::Question;
+    t
+};
 
 /// Scans a header section (after the start line) into `out`, returning the
 /// bytes consumed (through the empty line) and the number of headers. Public so
@@ -624,10 +652,19 @@ fn parse_headers<'a>(
 /// `field-name *(SP/HTAB) ":" LWS value` (RFC 3261 §7.3.1, HCOLON).
 #[inline]
 fn scan_header_line(line: &[u8]) -> Result<Header<'_>, ScanError> {
-    let name_len = line
-        .iter()
-        .position(|&c| !TOKEN[c as usize])
-        .unwrap_or(line.len());
+    // One pass over the name: check token bytes and fold the first 24 into
+    // words for the header-id lookup.
+    let mut folded = [0u64; 3];
+    let mut name_len = 0;
+    for &c in line {
+        if !TOKEN[c as usize] {
+            break;
+        }
+        if name_len < 24 {
+            folded[name_len / 8] |= u64::from(c | 0x20) << ((name_len % 8) * 8);
+        }
+        name_len += 1;
+    }
     if name_len == 0 {
         return Err(ScanError::BadHeaderLine);
     }
@@ -640,7 +677,7 @@ fn scan_header_line(line: &[u8]) -> Result<Header<'_>, ScanError> {
         return Err(ScanError::BadHeaderLine);
     }
     Ok(Header {
-        id: HeaderId::lookup(name),
+        id: HeaderId::lookup_folded(name, &folded),
         name,
         value: bytes::trim(&line[i + 1..]),
     })
