@@ -560,7 +560,7 @@ fn is_request_uri(uri: &[u8]) -> bool {
         }
     }
     let sip = scheme.eq_ignore_ascii_case(b"sip") || scheme.eq_ignore_ascii_case(b"sips");
-    !bad && !(sip && question_after_at)
+    !(bad || (sip && question_after_at))
 }
 
 #[derive(Clone, Copy)]
