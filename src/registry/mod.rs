@@ -74,6 +74,67 @@ pub struct Device {
     pub aor: Aor,
     pub bindings: Vec<Binding>,
     pub generation: u64,
+    /// GB28181 state; `Default` (nothing known) for ordinary SIP phones.
+    pub gb: GbState,
+}
+
+/// What the platform knows about a GB28181 device (GB/T 28181 §9).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct GbState {
+    /// A device the platform has heard from as GB28181 (keep-alive, catalog):
+    /// kept in the table while offline so operators still see it.
+    pub known: bool,
+    pub online: bool,
+    /// Wall-clock seconds of the last accepted keep-alive.
+    pub last_keepalive_unix: Option<u64>,
+    /// Monotonic deadline after which the device is offline without a keep-alive.
+    pub keepalive_deadline_ms: Option<u64>,
+    /// Bumped by every keep-alive or state change; keep-alive timeout events
+    /// carry it so an older event is a no-op.
+    pub keepalive_generation: u64,
+    pub channels: Vec<Channel>,
+    pub catalog: CatalogStatus,
+    pub info: Option<DeviceInfo>,
+}
+
+/// One catalog item (GB/T 28181 Annex A.2.6, `<Item>` of a Catalog response).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Channel {
+    pub device_id: String,
+    pub name: String,
+    pub manufacturer: String,
+    pub model: String,
+    pub status: String,
+    pub parent_id: String,
+    pub address: String,
+    pub longitude: Option<f64>,
+    pub latitude: Option<f64>,
+}
+
+/// A DeviceInfo response (GB/T 28181 Annex A.2.6).
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct DeviceInfo {
+    pub manufacturer: String,
+    pub model: String,
+    pub firmware: String,
+    pub channels: Option<u32>,
+}
+
+/// Where the latest catalog query stands.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub enum CatalogStatus {
+    #[default]
+    NeverQueried,
+    /// Sent with this SN; `received` of `expected` items so far (expected is
+    /// unknown until the first response part arrives).
+    Pending { sn: u32, received: usize, expected: Option<usize> },
+    /// Every item of SN arrived; `channels` holds them.
+    Complete { sn: u32, at_unix: u64 },
+    /// The query timed out with some parts missing; `channels` keeps what it
+    /// had, `received` of `expected` arrived.
+    Partial { sn: u32, received: usize, expected: Option<usize> },
+    /// The device never answered (transaction timeout).
+    TimedOut { sn: u32 },
 }
 
 impl Device {
@@ -82,7 +143,13 @@ impl Device {
             aor,
             bindings: Vec::new(),
             generation: 0,
+            gb: GbState::default(),
         }
+    }
+
+    /// Nothing worth keeping: no binding and not a known GB28181 device.
+    pub fn is_empty(&self) -> bool {
+        self.bindings.is_empty() && !self.gb.known
     }
 
     /// The earliest binding deadline, which is when the next expiry event is due.
@@ -136,15 +203,16 @@ impl Registry {
     }
 
     /// Runs `f` on the device for `aor` under its shard's write lock, creating an
-    /// empty device if there is none. A device left without bindings is not kept.
+    /// empty device if there is none. A device left empty (no bindings, not a
+    /// known GB28181 device) is not kept.
     /// The common case (a known device) allocates nothing.
     pub fn modify<R>(&self, aor: &[u8], f: impl FnOnce(&mut Device) -> R) -> R {
         if let Some(mut d) = self.map.get_mut(aor) {
             let r = f(&mut d);
-            let empty = d.bindings.is_empty();
+            let empty = d.is_empty();
             drop(d);
             if empty {
-                self.map.remove_if(aor, |_, d| d.bindings.is_empty());
+                self.map.remove_if(aor, |_, d| d.is_empty());
             }
             return r;
         }
@@ -152,7 +220,7 @@ impl Registry {
         match self.map.entry(key.clone()) {
             Entry::Occupied(mut o) => {
                 let r = f(o.get_mut());
-                if o.get().bindings.is_empty() {
+                if o.get().is_empty() {
                     o.remove();
                 }
                 r
@@ -160,7 +228,7 @@ impl Registry {
             Entry::Vacant(v) => {
                 let mut d = Device::new(key);
                 let r = f(&mut d);
-                if !d.bindings.is_empty() {
+                if !d.is_empty() {
                     v.insert(d);
                 }
                 r
@@ -190,9 +258,17 @@ impl Registry {
                     generation: d.generation,
                 }
             }
+            None if d.gb.known => {
+                // GB28181 §9.6: a device whose registration lapsed is offline,
+                // and stays listed for the operator.
+                d.gb.online = false;
+                d.generation += 1;
+                Expiry::Gone { removed }
+            }
             None => {
                 drop(d);
-                self.map.remove_if(aor, |_, d| d.generation == generation);
+                self.map
+                    .remove_if(aor, |_, d| d.generation == generation && d.is_empty());
                 Expiry::Gone { removed }
             }
         }
@@ -201,6 +277,15 @@ impl Registry {
     /// Removes a device outright (admin API); returns whether it existed.
     pub fn remove(&self, aor: &[u8]) -> bool {
         self.map.remove(aor).is_some()
+    }
+
+    /// Visits at most `limit` devices after skipping `offset`, in the table's
+    /// (stable while unchanged) shard order; returns the total device count.
+    pub fn page(&self, offset: usize, limit: usize, mut f: impl FnMut(&Device)) -> usize {
+        for d in self.map.iter().skip(offset).take(limit) {
+            f(&d);
+        }
+        self.map.len()
     }
 
     /// Visits every device (admin listing, snapshots). Each shard is read-locked
