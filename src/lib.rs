@@ -6,6 +6,7 @@
 
 pub mod auth;
 pub mod config;
+pub mod gb28181;
 pub mod registrar;
 pub mod registry;
 pub mod server;

@@ -79,6 +79,27 @@ impl WorkerStats {
     }
 }
 
+/// GB28181 counters, shared by workers and the timer thread (relaxed atomics;
+/// written rarely compared with the request counters).
+#[derive(Debug, Default)]
+pub struct GbStats {
+    /// Devices currently online (gauge).
+    pub online: AtomicU64,
+    pub keepalives: AtomicU64,
+    /// Keep-alives refused: unregistered device, or from another address.
+    pub keepalives_rejected: AtomicU64,
+    /// Other MANSCDP notifications (Alarm, MediaStatus…) accepted.
+    pub notifications: AtomicU64,
+    pub went_offline: AtomicU64,
+    pub xml_errors: AtomicU64,
+    pub catalog_queries: AtomicU64,
+    pub catalog_timeouts: AtomicU64,
+    pub info_queries: AtomicU64,
+    pub info_timeouts: AtomicU64,
+    /// Query retransmissions (timer E).
+    pub query_retransmissions: AtomicU64,
+}
+
 /// Counters the timer thread owns.
 #[derive(Debug, Default)]
 pub struct TimerStats {
