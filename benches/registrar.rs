@@ -88,6 +88,7 @@ impl Harness {
         let now = Now {
             mono_ms: self.now_ms,
             unix_secs: 1_800_000_000,
+            unix_millis: 0,
         };
         self.registrar.handle(&inb, now, &mut ctx, &mut self.out)
     }

@@ -25,6 +25,7 @@ pub struct Config {
     pub state_interval: u32,
     pub domain: Option<String>,
     pub tcp_idle_timeout: u32,
+    pub query_timeout: u32,
 }
 
 impl Default for Config {
@@ -48,6 +49,7 @@ impl Default for Config {
             state_interval: 30,
             domain: None,
             tcp_idle_timeout: 600,
+            query_timeout: 32,
         }
     }
 }
@@ -77,6 +79,8 @@ OPTIONS:
   --state-interval S        seconds between snapshots (default 30)
   --domain DOMAIN           accept only this Request-URI domain (default: any)
   --tcp-idle-timeout S      close TCP connections idle this long (default 600)
+  --query-timeout S         GB28181: a catalog not complete after this long is
+                            reported partial (default 32, RFC 3261 timer F)
   -h, --help                print this help
   -V, --version             print the version
 
@@ -188,6 +192,9 @@ impl Config {
                 "--tcp-idle-timeout" => {
                     c.tcp_idle_timeout =
                         positive("--tcp-idle-timeout", value("--tcp-idle-timeout")?)?
+                }
+                "--query-timeout" => {
+                    c.query_timeout = positive("--query-timeout", value("--query-timeout")?)?
                 }
                 _ => return Err(ConfigError::UnknownFlag(arg)),
             }

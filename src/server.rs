@@ -12,12 +12,14 @@ use mio::Waker;
 
 use crate::auth::{CredentialStore, LoadError, NonceSecret};
 use crate::config::Config;
-use crate::registrar::{Policy, Registrar};
+use crate::gb28181::platform::DEFAULT_PLATFORM_ID;
+use crate::gb28181::{Platform, PlatformConfig};
+use crate::registrar::{Policy, Registrar, TimerEvent};
 use crate::registry::{Expiry, Registry};
-use crate::stats::{TimerStats, WorkerStats};
+use crate::stats::{GbStats, TimerStats, WorkerStats};
 use crate::timer::{self, TimerCmd};
 use crate::transport::socket::{self, SocketError};
-use crate::transport::{ExpiryItem, Worker, WorkerConfig};
+use crate::transport::{Worker, WorkerConfig, WorkerOutbox, COMMAND_QUEUE};
 
 /// Pending timer commands the workers may queue before they wait for the
 /// timer thread (back-pressure instead of unbounded memory).
@@ -57,11 +59,13 @@ pub struct Running {
     pub registry: Arc<Registry>,
     pub worker_stats: Vec<Arc<WorkerStats>>,
     pub timer_stats: Arc<TimerStats>,
+    pub gb_stats: Arc<GbStats>,
+    pub platform: Arc<Platform>,
     shutdown: Arc<AtomicBool>,
     wakers: Vec<Arc<Waker>>,
     workers: Vec<JoinHandle<()>>,
     timer: Option<JoinHandle<()>>,
-    timer_tx: Sender<TimerCmd<ExpiryItem>>,
+    timer_tx: Sender<TimerCmd<TimerEvent>>,
 }
 
 pub fn start(cfg: &Config) -> Result<Running, StartError> {
@@ -87,49 +91,36 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         no_auth: cfg.no_auth,
         nonce_ttl_secs: u64::from(cfg.nonce_ttl),
     };
-    let registrar = Arc::new(Registrar::new(
-        policy,
-        registry.clone(),
-        credentials,
-        secret,
-    ));
-
     let (timer_tx, timer_rx) = crossbeam_channel::bounded(TIMER_QUEUE);
+    let gb_stats = Arc::new(GbStats::default());
+    let platform = Arc::new(Platform::new(
+        PlatformConfig {
+            platform_id: cfg
+                .platform_id
+                .clone()
+                .unwrap_or_else(|| DEFAULT_PLATFORM_ID.to_string()),
+            keepalive_timeout_ms: u64::from(cfg.keepalive_timeout) * 1000,
+            query_timeout_ms: u64::from(cfg.query_timeout) * 1000,
+            listen: local_addr,
+        },
+        registry.clone(),
+        gb_stats.clone(),
+        timer_tx.clone(),
+    ));
+    let registrar = Arc::new(
+        Registrar::new(policy, registry.clone(), credentials, secret)
+            .with_platform(platform.clone()),
+    );
+
     let timer_stats = Arc::new(TimerStats::default());
-    let fire_registry = registry.clone();
-    let fire_stats = timer_stats.clone();
-    let timer = timer::spawn("sipreg-timer", timer_rx, move |item: ExpiryItem| {
-        WorkerStats::inc(&fire_stats.events_fired);
-        match fire_registry.expire(&item.aor, item.generation, timer::now_ms()) {
-            Expiry::Stale => {
-                WorkerStats::inc(&fire_stats.events_stale);
-                None
-            }
-            Expiry::Gone { removed } => {
-                fire_stats
-                    .expirations
-                    .fetch_add(removed as u64, Ordering::Relaxed);
-                None
-            }
-            Expiry::Partial {
-                removed,
-                next_ms,
-                generation,
-            } => {
-                fire_stats
-                    .expirations
-                    .fetch_add(removed as u64, Ordering::Relaxed);
-                Some((
-                    next_ms,
-                    ExpiryItem {
-                        aor: item.aor,
-                        generation,
-                    },
-                ))
-            }
-        }
-    })
-    .map_err(|e| StartError::Thread("timer", e))?;
+    let timer = {
+        let (registry, stats, platform) = (registry.clone(), timer_stats.clone(), platform.clone());
+        timer::spawn("sipreg-timer", timer_rx, move |event: TimerEvent| {
+            WorkerStats::inc(&stats.events_fired);
+            on_timer(&registry, &platform, &stats, event)
+        })
+        .map_err(|e| StartError::Thread("timer", e))?
+    };
 
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut running = Running {
@@ -137,11 +128,16 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         registry,
         worker_stats: Vec::new(),
         timer_stats,
+        gb_stats,
+        platform: platform.clone(),
         shutdown: shutdown.clone(),
         wakers: Vec::new(),
         workers: Vec::new(),
         timer: Some(timer),
         timer_tx: timer_tx.clone(),
+    };
+    let mut outbox = WorkerOutbox {
+        workers: Vec::new(),
     };
     for (i, sockets) in sockets.into_iter().enumerate() {
         let stats = Arc::new(WorkerStats::default());
@@ -150,12 +146,14 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             tcp_idle_timeout_ms: u64::from(cfg.tcp_idle_timeout) * 1000,
             max_connections: MAX_CONNECTIONS_PER_WORKER,
         };
+        let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let (worker, waker) = Worker::new(
             wcfg,
             sockets,
             registrar.clone(),
             stats.clone(),
             timer_tx.clone(),
+            cmd_rx,
             shutdown.clone(),
         )
         .map_err(StartError::Poll)?;
@@ -163,11 +161,49 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             .name(format!("sipreg-worker-{i}"))
             .spawn(move || worker.run())
             .map_err(|e| StartError::Thread("worker", e))?;
+        outbox.workers.push((cmd_tx, waker.clone()));
         running.worker_stats.push(stats);
         running.wakers.push(waker);
         running.workers.push(handle);
     }
+    platform.set_outbox(Arc::new(outbox));
     Ok(running)
+}
+
+/// The timer thread's dispatch: binding expiry here, GB28181 timers in the
+/// platform. Returns a timer to re-arm, if any.
+fn on_timer(
+    registry: &Registry,
+    platform: &Platform,
+    stats: &TimerStats,
+    event: TimerEvent,
+) -> Option<(u64, TimerEvent)> {
+    let now = timer::now_ms();
+    let TimerEvent::Expiry { aor, generation } = event else {
+        return platform.on_timer(&event, now);
+    };
+    match registry.expire(&aor, generation, now) {
+        Expiry::Stale => {
+            WorkerStats::inc(&stats.events_stale);
+            None
+        }
+        Expiry::Gone { removed } => {
+            stats
+                .expirations
+                .fetch_add(removed as u64, Ordering::Relaxed);
+            None
+        }
+        Expiry::Partial {
+            removed,
+            next_ms,
+            generation,
+        } => {
+            stats
+                .expirations
+                .fetch_add(removed as u64, Ordering::Relaxed);
+            Some((next_ms, TimerEvent::Expiry { aor, generation }))
+        }
+    }
 }
 
 impl Running {

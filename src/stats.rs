@@ -83,8 +83,6 @@ impl WorkerStats {
 /// written rarely compared with the request counters).
 #[derive(Debug, Default)]
 pub struct GbStats {
-    /// Devices currently online (gauge).
-    pub online: AtomicU64,
     pub keepalives: AtomicU64,
     /// Keep-alives refused: unregistered device, or from another address.
     pub keepalives_rejected: AtomicU64,

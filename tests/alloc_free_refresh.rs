@@ -110,6 +110,7 @@ fn refresh_with_digest_allocates_nothing() {
         let now = Now {
             mono_ms,
             unix_secs: 1_800_000_000 + mono_ms / 1000,
+            unix_millis: 0,
         };
         let h = registrar.handle(&inb, now, &mut ctx, &mut out);
         (h, out.reply.clone(), out.timers.len())
@@ -160,6 +161,7 @@ fn refresh_with_digest_allocates_nothing() {
         let now = Now {
             mono_ms: 4000 + i as u64 * 1000,
             unix_secs: 1_800_000_004 + i as u64,
+            unix_millis: 0,
         };
         let (h, allocs) = counted(|| {
             let mut ctx = WorkerCtx {

@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use sipreg::auth::{CredentialStore, NonceSecret};
 use sipreg::registrar::txcache::TxCache;
-use sipreg::registrar::{Handled, Inbound, Now, Output, Policy, Registrar, WorkerCtx};
+use sipreg::registrar::{Handled, Inbound, Now, Output, Policy, Registrar, TimerEvent, WorkerCtx};
 use sipreg::registry::{ConnRef, Registry, Transport};
 use sipreg::stats::WorkerStats;
 
@@ -62,6 +62,7 @@ fn tcp_binding_remembers_its_connection_source_and_deadline() {
     let now = Now {
         mono_ms: 10_000,
         unix_secs: 1_800_000_000,
+        unix_millis: 0,
     };
     let mut ctx = WorkerCtx {
         stats: &stats,
@@ -75,7 +76,10 @@ fn tcp_binding_remembers_its_connection_source_and_deadline() {
     );
     assert_eq!(out.timers.len(), 1);
     assert_eq!(out.timers[0].deadline_ms, 10_000 + 120_000);
-    assert_eq!(&*out.timers[0].aor, b"bob@example.com");
+    assert!(matches!(
+        &out.timers[0].event,
+        TimerEvent::Expiry { aor, .. } if &**aor == b"bob@example.com"
+    ));
 
     let stored = registry.read(b"bob@example.com", |d| d.map(|d| d.bindings[0].clone()));
     let b = stored.expect("binding stored under the lower-cased AOR");

@@ -1,6 +1,11 @@
 //! GB/T 28181 device platform: keep-alives and online state, MANSCDP XML
 //! bodies, and server-originated Catalog / DeviceInfo queries.
 
+pub mod platform;
+pub mod xml;
+
+pub use platform::{Dest, Outbox, Platform, PlatformConfig};
+
 /// A query the platform sends to a device.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum QueryKind {

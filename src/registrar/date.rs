@@ -47,6 +47,46 @@ pub fn push_rfc1123(out: &mut Vec<u8>, unix_secs: u64) {
     out.extend_from_slice(b" GMT");
 }
 
+/// Appends the GB28181 `Date` form, `yyyy-MM-ddTHH:mm:ss.SSS` in the server's
+/// local time (GB/T 28181-2016 §9.10: devices set their clocks from it).
+pub fn push_gb28181(out: &mut Vec<u8>, unix_secs: u64, millis: u16) {
+    let local = unix_secs as i64 + utc_offset_secs(unix_secs);
+    let days = local.div_euclid(86_400);
+    let secs = local.rem_euclid(86_400) as u32;
+    let (year, month, day) = civil_from_days(days);
+    crate::sip::bytes::push_u64(out, year.max(0) as u64);
+    out.push(b'-');
+    push2(out, month);
+    out.push(b'-');
+    push2(out, day);
+    out.push(b'T');
+    push2(out, secs / 3600);
+    out.push(b':');
+    push2(out, secs / 60 % 60);
+    out.push(b':');
+    push2(out, secs % 60);
+    out.push(b'.');
+    let ms = u32::from(millis.min(999));
+    out.push(b'0' + (ms / 100) as u8);
+    push2(out, ms % 100);
+}
+
+/// The local time zone's offset from UTC at `unix_secs` (honours TZ).
+fn utc_offset_secs(unix_secs: u64) -> i64 {
+    let t = unix_secs as libc::time_t;
+    // SAFETY: `tm` is a plain C struct for which all-zero bytes are valid, and
+    // localtime_r writes only into it, reading `t`; both outlive the call.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: valid pointers to `t` and `tm`, as above; localtime_r is the
+    // thread-safe variant.
+    let ok = unsafe { !libc::localtime_r(&t, &mut tm).is_null() };
+    if ok {
+        tm.tm_gmtoff
+    } else {
+        0
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -55,6 +95,17 @@ mod tests {
         let mut v = Vec::new();
         push_rfc1123(&mut v, secs);
         String::from_utf8(v).unwrap()
+    }
+
+    #[test]
+    fn gb28181_form() {
+        let mut v = Vec::new();
+        push_gb28181(
+            &mut v,
+            (784_111_777 - utc_offset_secs(784_111_777)) as u64,
+            7,
+        );
+        assert_eq!(String::from_utf8(v).unwrap(), "1994-11-06T08:49:37.007");
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use crate::auth::{CredentialStore, NonceCounts, NonceSecret};
+use crate::gb28181::Platform;
 use crate::registry::{Aor, ConnRef, Registry, Transport};
 use crate::sip::{
     self, scan, scan_for_reply, HeaderId, Message, Method, ResponseWriter, Scheme, Uri, Via,
@@ -18,7 +19,7 @@ use crate::stats::{Drop, WorkerStats};
 use txcache::TxCache;
 
 /// The methods this server answers, for Allow (RFC 3261 §20.5).
-pub const ALLOW: &[u8] = b"REGISTER, OPTIONS";
+pub const ALLOW: &[u8] = b"REGISTER, OPTIONS, MESSAGE";
 /// Our own Server header value.
 pub const SERVER: &[u8] = concat!("sipreg/", env!("CARGO_PKG_VERSION")).as_bytes();
 
@@ -39,6 +40,8 @@ pub struct Policy {
 /// State shared by every worker.
 pub struct Registrar {
     pub policy: Policy,
+    /// The GB28181 platform; without it MANSCDP MESSAGEs get 405.
+    pub platform: Option<Arc<Platform>>,
     pub registry: Arc<Registry>,
     pub credentials: CredentialStore,
     pub secret: NonceSecret,
@@ -61,21 +64,39 @@ pub struct Inbound<'a> {
 pub struct Now {
     pub mono_ms: u64,
     pub unix_secs: u64,
+    /// Milliseconds within `unix_secs`, for the GB28181 `Date` form.
+    pub unix_millis: u16,
 }
 
-/// An expiry event to put on the timer wheel.
-#[derive(Debug, Clone)]
-pub struct ExpiryTimer {
+/// Something the timer thread must do later. Each carries what makes it
+/// stale (a generation, an SN, a transaction id), so nothing is ever cancelled:
+/// an outdated event is simply a no-op when it fires (STYLE habit 9).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TimerEvent {
+    /// Remove the device's expired bindings.
+    Expiry { aor: Aor, generation: u64 },
+    /// GB28181: the device is offline unless a keep-alive arrived since.
+    KeepaliveTimeout { aor: Aor, generation: u64 },
+    /// GB28181: the catalog for this SN has not completed in time.
+    CatalogTimeout { aor: Aor, sn: u32 },
+    /// Client transaction timer E (retransmit) for a server-originated request.
+    Retransmit { tx: u64 },
+    /// Client transaction timer F (give up).
+    TransactionTimeout { tx: u64 },
+}
+
+/// A timer to put on the wheel.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Timer {
     pub deadline_ms: u64,
-    pub aor: Aor,
-    pub generation: u64,
+    pub event: TimerEvent,
 }
 
 /// Reused per-worker output buffers.
 #[derive(Debug, Default)]
 pub struct Output {
     pub reply: Vec<u8>,
-    pub timers: Vec<ExpiryTimer>,
+    pub timers: Vec<Timer>,
 }
 
 /// What became of a request.
@@ -83,6 +104,8 @@ pub struct Output {
 pub enum Handled {
     /// `Output::reply` holds a response with this status code.
     Reply(u16),
+    /// A response to one of our own requests, consumed.
+    Absorbed,
     Dropped(Drop),
 }
 
@@ -103,12 +126,19 @@ impl Registrar {
         let opaque = secret.opaque();
         Registrar {
             policy,
+            platform: None,
             registry,
             credentials,
             secret,
             nonce_counts,
             opaque,
         }
+    }
+
+    /// Serves GB28181 devices through `platform`.
+    pub fn with_platform(mut self, platform: Arc<Platform>) -> Self {
+        self.platform = Some(platform);
+        self
     }
 
     /// Handles one datagram or one framed stream message.
@@ -139,7 +169,11 @@ impl Registrar {
             }
         };
         let Some(req) = msg.request() else {
-            return Handled::Dropped(Drop::StrayResponse);
+            // Answers to our own GB28181 queries end their transactions.
+            return match self.platform.as_ref().and_then(|p| p.handle_response(&msg)) {
+                Some(_) => Handled::Absorbed,
+                None => Handled::Dropped(Drop::StrayResponse),
+            };
         };
         WorkerStats::inc(&ctx.stats.requests[method_index(req.method)]);
         if req.method == Method::Ack {
@@ -202,6 +236,19 @@ impl Registrar {
         }
         match req.method {
             Method::Register => register::handle(self, msg, &uri, inb, now, ctx, out),
+            Method::Message if is_manscdp(msg) => match &self.platform {
+                Some(p) => p.handle_message(msg, inb, now, ctx.stats, out, |out, code, reason| {
+                    self.reject(out, msg, inb, code, reason)
+                }),
+                None => self.reject(out, msg, inb, 405, "Method Not Allowed"),
+            },
+            // RFC 3261 §21.4.13: MESSAGE is served for MANSCDP bodies only.
+            Method::Message => {
+                let mut w = self.start(out, msg, inb, 415, b"Unsupported Media Type");
+                w.header("Accept", b"Application/MANSCDP+xml");
+                w.finish(b"");
+                Handled::Reply(415)
+            }
             Method::Options => {
                 let mut w = self.start(out, msg, inb, 200, b"OK");
                 w.header("Allow", ALLOW)
@@ -251,6 +298,15 @@ impl Registrar {
             .finish(b"");
         Handled::Reply(code)
     }
+}
+
+/// GB/T 28181 §5.3: MANSCDP bodies travel as `Application/MANSCDP+xml`
+/// (devices differ in case, so compare without it).
+fn is_manscdp(msg: &Message<'_>) -> bool {
+    msg.value(HeaderId::ContentType)
+        .map(sip::bytes::trim)
+        .map(|v| sip::bytes::trim(v.split(|&c| c == b';').next().unwrap_or(v)))
+        .is_some_and(|media| media.eq_ignore_ascii_case(b"application/manscdp+xml"))
 }
 
 fn method_index(m: Method) -> usize {

@@ -3,39 +3,15 @@
 //! a request is applied entirely or not at all (§10.3 step 7).
 
 use crate::auth::{AuthError, DigestResponse, Verdict};
-use crate::registry::{Binding, Device};
+use crate::registry::{aor_key, Binding, Device, MAX_AOR};
 use crate::sip::bytes::push_u64;
 use crate::sip::{self, AuthHeader, HeaderId, Message, NameAddr, Scheme, Uri};
 use crate::stats::WorkerStats;
 
-use super::{date, ExpiryTimer, Handled, Inbound, Now, Output, Registrar, WorkerCtx};
-
-/// Longest address-of-record key accepted (user@host); longer is a 400.
-pub const MAX_AOR: usize = 256;
-
-/// Builds the table key into `buf`: `user@host` with the host in lower case
-/// and no port (RFC 3261 §10.3 step 5), or the bare user when it is a 20-digit
-/// GB28181 device id (GB/T 28181 §4.2: the id names the device on its own).
-pub fn aor_key<'b>(uri: &Uri<'_>, buf: &'b mut [u8; MAX_AOR]) -> Option<&'b [u8]> {
-    let user = uri.user?;
-    if user.len() == 20 && user.iter().all(u8::is_ascii_digit) {
-        buf[..20].copy_from_slice(user);
-        return Some(&buf[..20]);
-    }
-    let len = user.len() + 1 + uri.host.len();
-    if len > MAX_AOR {
-        return None;
-    }
-    buf[..user.len()].copy_from_slice(user);
-    buf[user.len()] = b'@';
-    for (d, s) in buf[user.len() + 1..len].iter_mut().zip(uri.host) {
-        *d = s.to_ascii_lowercase();
-    }
-    Some(&buf[..len])
-}
+use super::{date, Handled, Inbound, Now, Output, Registrar, Timer, TimerEvent, WorkerCtx};
 
 enum Outcome {
-    Ok(Option<ExpiryTimer>),
+    Ok(Option<Timer>),
     OutOfOrder,
     TooMany,
 }
@@ -142,6 +118,7 @@ pub(super) fn handle(
                 );
                 dev.bindings.clear();
                 dev.generation += 1;
+                dev.gb.online = false;
             }
             write_ok(r, out, msg, inb, now, dev);
             return Outcome::Ok(None);
@@ -213,14 +190,21 @@ pub(super) fn handle(
         if changed {
             dev.generation += 1;
         }
+        // GB28181: a registration brings a known device back online, removing
+        // its last binding takes it offline.
+        if dev.gb.known {
+            dev.gb.online = !dev.bindings.is_empty();
+        }
         write_ok(r, out, msg, inb, now, dev);
         let timer = dev
             .next_deadline_ms()
             .filter(|_| changed)
-            .map(|deadline_ms| ExpiryTimer {
+            .map(|deadline_ms| Timer {
                 deadline_ms,
-                aor: dev.aor.clone(),
-                generation: dev.generation,
+                event: TimerEvent::Expiry {
+                    aor: dev.aor.clone(),
+                    generation: dev.generation,
+                },
             });
         Outcome::Ok(timer)
     });
@@ -344,9 +328,21 @@ fn write_ok(
         buf.extend_from_slice(b"\r\n");
     }
     buf.extend_from_slice(b"Date: ");
-    date::push_rfc1123(buf, now.unix_secs);
+    if is_gb28181(dev) {
+        date::push_gb28181(buf, now.unix_secs, now.unix_millis);
+    } else {
+        date::push_rfc1123(buf, now.unix_secs);
+    }
     buf.extend_from_slice(b"\r\n");
     w.finish(b"");
+}
+
+/// GB28181 devices take their clock from the REGISTER 200's Date in the
+/// GB form: a device already seen speaking MANSCDP, or one whose id is a
+/// GB28181 code (all digits; 20 by the standard, 18 on older Hikvision units).
+fn is_gb28181(dev: &Device) -> bool {
+    let user = dev.aor.split(|&c| c == b'@').next().unwrap_or(&[]);
+    dev.gb.known || (user.len() >= 18 && user.iter().all(u8::is_ascii_digit))
 }
 
 /// Thousandths back to a qvalue: 1000 → "1", 500 → "0.5", 25 → "0.025".
@@ -464,27 +460,6 @@ fn challenge(
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn aor_keys() {
-        let mut buf = [0u8; MAX_AOR];
-        let u = Uri::parse(b"sip:Alice@Example.COM:5060;transport=tcp").unwrap();
-        assert_eq!(aor_key(&u, &mut buf), Some(&b"Alice@example.com"[..]));
-        let u = Uri::parse(b"sip:130909113319427420@10.64.49.218:7100").unwrap();
-        assert_eq!(
-            aor_key(&u, &mut buf),
-            Some(&b"130909113319427420@10.64.49.218"[..])
-        );
-        let u = Uri::parse(b"sip:34020000001320000001@3402000000").unwrap();
-        assert_eq!(aor_key(&u, &mut buf), Some(&b"34020000001320000001"[..]));
-        let u = Uri::parse(b"sip:example.com").unwrap();
-        assert_eq!(aor_key(&u, &mut buf), None);
-        let long = format!("sip:{}@h", "a".repeat(300));
-        assert_eq!(
-            aor_key(&Uri::parse(long.as_bytes()).unwrap(), &mut buf),
-            None
-        );
-    }
 
     #[test]
     fn qvalues() {

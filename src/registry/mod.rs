@@ -10,9 +10,35 @@ use std::sync::Arc;
 use dashmap::mapref::entry::Entry;
 use dashmap::DashMap;
 
+use crate::sip::Uri;
+
 /// The table key: normalised `user@host`, or a bare 20-digit GB28181 device id.
 /// Shared with timer events so scheduling an expiry never allocates.
 pub type Aor = Arc<[u8]>;
+
+/// Longest address-of-record key accepted (user@host); longer is a 400.
+pub const MAX_AOR: usize = 256;
+
+/// Builds the table key into `buf`: `user@host` with the host in lower case
+/// and no port (RFC 3261 §10.3 step 5), or the bare user when it is a 20-digit
+/// GB28181 device id (GB/T 28181 §4.2: the id names the device on its own).
+pub fn aor_key<'b>(uri: &Uri<'_>, buf: &'b mut [u8; MAX_AOR]) -> Option<&'b [u8]> {
+    let user = uri.user?;
+    if user.len() == 20 && user.iter().all(u8::is_ascii_digit) {
+        buf[..20].copy_from_slice(user);
+        return Some(&buf[..20]);
+    }
+    let len = user.len() + 1 + uri.host.len();
+    if len > MAX_AOR {
+        return None;
+    }
+    buf[..user.len()].copy_from_slice(user);
+    buf[user.len()] = b'@';
+    for (d, s) in buf[user.len() + 1..len].iter_mut().zip(uri.host) {
+        *d = s.to_ascii_lowercase();
+    }
+    Some(&buf[..len])
+}
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Transport {
@@ -94,6 +120,9 @@ pub struct GbState {
     pub keepalive_generation: u64,
     pub channels: Vec<Channel>,
     pub catalog: CatalogStatus,
+    /// Items of the catalog response being assembled (SN in `catalog`); they
+    /// replace `channels` only once the set is complete.
+    pub pending_channels: Vec<Channel>,
     pub info: Option<DeviceInfo>,
 }
 
@@ -127,12 +156,20 @@ pub enum CatalogStatus {
     NeverQueried,
     /// Sent with this SN; `received` of `expected` items so far (expected is
     /// unknown until the first response part arrives).
-    Pending { sn: u32, received: usize, expected: Option<usize> },
+    Pending {
+        sn: u32,
+        received: usize,
+        expected: Option<usize>,
+    },
     /// Every item of SN arrived; `channels` holds them.
     Complete { sn: u32, at_unix: u64 },
     /// The query timed out with some parts missing; `channels` keeps what it
     /// had, `received` of `expected` arrived.
-    Partial { sn: u32, received: usize, expected: Option<usize> },
+    Partial {
+        sn: u32,
+        received: usize,
+        expected: Option<usize>,
+    },
     /// The device never answered (transaction timeout).
     TimedOut { sn: u32 },
 }
@@ -300,6 +337,27 @@ impl Registry {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn aor_keys() {
+        let mut buf = [0u8; MAX_AOR];
+        let u = Uri::parse(b"sip:Alice@Example.COM:5060;transport=tcp").unwrap();
+        assert_eq!(aor_key(&u, &mut buf), Some(&b"Alice@example.com"[..]));
+        let u = Uri::parse(b"sip:130909113319427420@10.64.49.218:7100").unwrap();
+        assert_eq!(
+            aor_key(&u, &mut buf),
+            Some(&b"130909113319427420@10.64.49.218"[..])
+        );
+        let u = Uri::parse(b"sip:34020000001320000001@3402000000").unwrap();
+        assert_eq!(aor_key(&u, &mut buf), Some(&b"34020000001320000001"[..]));
+        let u = Uri::parse(b"sip:example.com").unwrap();
+        assert_eq!(aor_key(&u, &mut buf), None);
+        let long = format!("sip:{}@h", "a".repeat(300));
+        assert_eq!(
+            aor_key(&Uri::parse(long.as_bytes()).unwrap(), &mut buf),
+            None
+        );
+    }
 
     fn binding(uri: &str, expires_at_ms: u64) -> Binding {
         Binding {

@@ -12,12 +12,13 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::Sender;
+use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 
+use crate::gb28181::{Dest, Outbox};
 use crate::registrar::txcache::TxCache;
-use crate::registrar::{Handled, Inbound, Now, Output, Registrar, WorkerCtx};
-use crate::registry::{Aor, ConnRef, Transport};
+use crate::registrar::{Handled, Inbound, Now, Output, Registrar, TimerEvent, WorkerCtx};
+use crate::registry::{ConnRef, Transport};
 use crate::sip::MAX_UDP_MESSAGE;
 use crate::stats::WorkerStats;
 use crate::timer::{now_ms, TimerCmd};
@@ -29,13 +30,6 @@ const LISTENER: Token = Token(1);
 const WAKER: Token = Token(2);
 /// Connection tokens start here.
 const FIRST_CONN: usize = 3;
-
-/// What the timer thread fires: an expiry check for one device generation.
-#[derive(Debug, Clone)]
-pub struct ExpiryItem {
-    pub aor: Aor,
-    pub generation: u64,
-}
 
 /// Settings a worker needs beyond the registrar.
 #[derive(Debug, Clone, Copy)]
@@ -58,8 +52,45 @@ pub struct Worker {
     transactions: TxCache,
     out: Output,
     rx_buf: Box<[u8]>,
-    timers: Sender<TimerCmd<ExpiryItem>>,
+    timers: Sender<TimerCmd<TimerEvent>>,
+    commands: Receiver<WorkerCmd>,
     shutdown: Arc<AtomicBool>,
+}
+
+/// Bytes another thread (the GB28181 platform) wants sent on this worker's
+/// socket or one of its connections.
+#[derive(Debug)]
+pub struct WorkerCmd {
+    pub dest: Dest,
+    pub bytes: Vec<u8>,
+}
+
+/// Commands a worker may have queued before others wait (bounded, counted).
+pub const COMMAND_QUEUE: usize = 4096;
+
+/// Routes server-originated requests to the worker owning each flow: a TCP
+/// connection's own worker, or worker 0 for UDP (every worker's socket is
+/// bound to the same address, so any of them sends from the right port).
+pub struct WorkerOutbox {
+    pub workers: Vec<(Sender<WorkerCmd>, Arc<Waker>)>,
+}
+
+impl Outbox for WorkerOutbox {
+    fn send(&self, dest: Dest, bytes: Vec<u8>) {
+        let index = match dest {
+            Dest::Tcp(c) => usize::from(c.worker),
+            Dest::Udp(_) => 0,
+        };
+        let Some((tx, waker)) = self.workers.get(index) else {
+            return;
+        };
+        match tx.try_send(WorkerCmd { dest, bytes }) {
+            Ok(()) => {
+                let _ = waker.wake();
+            }
+            Err(e) => log::warn!("worker {index} command queue: {e}; request dropped"),
+        }
+    }
 }
 
 /// Unique connection ids across workers (tokens are reused, ids never).
@@ -73,7 +104,8 @@ impl Worker {
         mut sockets: WorkerSockets,
         registrar: Arc<Registrar>,
         stats: Arc<WorkerStats>,
-        timers: Sender<TimerCmd<ExpiryItem>>,
+        timers: Sender<TimerCmd<TimerEvent>>,
+        commands: Receiver<WorkerCmd>,
         shutdown: Arc<AtomicBool>,
     ) -> io::Result<(Worker, Arc<Waker>)> {
         let poll = Poll::new()?;
@@ -95,6 +127,7 @@ impl Worker {
                 out: Output::default(),
                 rx_buf: vec![0u8; MAX_UDP_MESSAGE + 1].into_boxed_slice(),
                 timers,
+                commands,
                 shutdown,
             },
             waker,
@@ -119,7 +152,7 @@ impl Worker {
                 match ev.token() {
                     UDP => self.drain_udp(),
                     LISTENER => self.accept(),
-                    WAKER => {}
+                    WAKER => self.run_commands(),
                     token => self.conn_event(token, ev.is_readable(), ev.is_writable()),
                 }
             }
@@ -166,6 +199,27 @@ impl Worker {
             );
             if let Handled::Reply(_) = handled {
                 self.send_udp(source);
+            }
+        }
+    }
+
+    fn run_commands(&mut self) {
+        while let Ok(cmd) = self.commands.try_recv() {
+            match cmd.dest {
+                Dest::Udp(to) => {
+                    if let Err(e) = self.udp.send_to(&cmd.bytes, to) {
+                        log::debug!("udp send to {to}: {e}");
+                    }
+                }
+                Dest::Tcp(conn) => {
+                    let token = Token(conn.token as usize);
+                    if !self
+                        .conns
+                        .send(token, conn.id, &cmd.bytes, self.poll.registry())
+                    {
+                        log::debug!("connection {} gone; request dropped", conn.id);
+                    }
+                }
             }
         }
     }
@@ -247,7 +301,7 @@ fn process(
     stats: &WorkerStats,
     transactions: &mut TxCache,
     out: &mut Output,
-    timers: &Sender<TimerCmd<ExpiryItem>>,
+    timers: &Sender<TimerCmd<TimerEvent>>,
     inb: &Inbound<'_>,
 ) -> Handled {
     let mut ctx = WorkerCtx {
@@ -258,32 +312,29 @@ fn process(
     match handled {
         Handled::Reply(code) => stats.response(code),
         Handled::Dropped(why) => stats.drop(why),
+        Handled::Absorbed => {}
     }
     for t in out.timers.drain(..) {
-        let item = ExpiryItem {
-            aor: t.aor,
-            generation: t.generation,
-        };
         // Blocks only if the timer thread is far behind: back-pressure beats
         // losing an expiry.
-        if timers
-            .send(TimerCmd::At {
-                deadline_ms: t.deadline_ms,
-                item,
-            })
-            .is_err()
-        {
-            log::warn!("timer thread gone; expiry not scheduled");
+        let cmd = TimerCmd::At {
+            deadline_ms: t.deadline_ms,
+            item: t.event,
+        };
+        if timers.send(cmd).is_err() {
+            log::warn!("timer thread gone; timer not scheduled");
         }
     }
     handled
 }
 
 fn now() -> Now {
+    let wall = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .unwrap_or_default();
     Now {
         mono_ms: now_ms(),
-        unix_secs: SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map_or(0, |d| d.as_secs()),
+        unix_secs: wall.as_secs(),
+        unix_millis: wall.subsec_millis() as u16,
     }
 }

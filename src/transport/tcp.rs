@@ -214,6 +214,20 @@ impl Connections {
         }
     }
 
+    /// Queues `bytes` on the connection if it is still the one with `id`
+    /// (tokens are reused); returns whether it was.
+    pub fn send(&mut self, token: Token, id: u64, bytes: &[u8], registry: &Registry) -> bool {
+        let Some(index) = self.index(token) else {
+            return false;
+        };
+        match self.slots.get_mut(index) {
+            Some(Some(conn)) if conn.id == id => conn.wbuf.extend_from_slice(bytes),
+            _ => return false,
+        }
+        self.flush(token, registry);
+        true
+    }
+
     fn close(&mut self, index: usize, registry: &Registry) {
         if let Some(mut conn) = self.slots.get_mut(index).and_then(Option::take) {
             let _ = registry.deregister(&mut conn.stream);
