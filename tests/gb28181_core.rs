@@ -264,6 +264,20 @@ fn malformed_xml_is_400_and_other_notifications_are_200() {
 fn catalog_query_aggregates_parts_by_sn() {
     let mut f = Fixture::new();
     f.register(3600, 1);
+    // A GB28181 device's first registration triggers a catalog query (§9.5).
+    let (dest, bytes) = f
+        .sent
+        .0
+        .lock()
+        .pop()
+        .expect("catalog query on registration");
+    assert_eq!(dest, Dest::Udp(f.device));
+    assert!(String::from_utf8_lossy(&bytes).contains("<CmdType>Catalog</CmdType>"));
+    while f.timers.try_recv().is_ok() {}
+    // A refresh does not query again.
+    assert_eq!(f.register(3600, 2), Handled::Reply(200));
+    assert!(f.sent.0.lock().is_empty());
+
     let sn = f
         .platform
         .query(DEVICE.as_bytes(), QueryKind::Catalog)

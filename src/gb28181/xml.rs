@@ -82,13 +82,13 @@ fn declares_gbk(body: &[u8]) -> bool {
     else {
         return false;
     };
-    let value = decl[at + 8..]
+    let mut value = decl[at + 8..]
         .iter()
-        .skip_while(|&&c| matches!(c, b' ' | b'=' | b'"' | b'\''))
-        .take(2)
-        .copied()
-        .collect::<Vec<u8>>();
-    value.eq_ignore_ascii_case(b"gb")
+        .skip_while(|&&c| matches!(c, b' ' | b'=' | b'"' | b'\''));
+    matches!(
+        (value.next(), value.next()),
+        (Some(g), Some(b)) if g.eq_ignore_ascii_case(&b'g') && b.eq_ignore_ascii_case(&b'b')
+    )
 }
 
 pub fn parse(body: &[u8]) -> Result<Manscdp, XmlError> {

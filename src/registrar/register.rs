@@ -3,6 +3,7 @@
 //! a request is applied entirely or not at all (§10.3 step 7).
 
 use crate::auth::{AuthError, DigestResponse, Verdict};
+use crate::gb28181::{QueryKind, QuerySender};
 use crate::registry::{aor_key, Binding, Device, MAX_AOR};
 use crate::sip::bytes::push_u64;
 use crate::sip::{self, AuthHeader, HeaderId, Message, NameAddr, Scheme, Uri};
@@ -11,7 +12,9 @@ use crate::stats::WorkerStats;
 use super::{date, Handled, Inbound, Now, Output, Registrar, Timer, TimerEvent, WorkerCtx};
 
 enum Outcome {
-    Ok(Option<Timer>),
+    /// Applied; the expiry timer to arm, and whether this registration took a
+    /// GB28181 device from no binding to one (time to ask for its catalog).
+    Ok(Option<Timer>, bool),
     OutOfOrder,
     TooMany,
 }
@@ -121,7 +124,7 @@ pub(super) fn handle(
                 dev.gb.online = false;
             }
             write_ok(r, out, msg, inb, now, dev);
-            return Outcome::Ok(None);
+            return Outcome::Ok(None, false);
         }
         // §10.3 step 7: a binding made by this Call-ID with a higher CSeq means
         // the request is out of order; with the same CSeq it is a repeat of a
@@ -136,8 +139,9 @@ pub(super) fn handle(
         }
         if repeat {
             write_ok(r, out, msg, inb, now, dev);
-            return Outcome::Ok(None);
+            return Outcome::Ok(None, false);
         }
+        let was_unbound = dev.bindings.is_empty();
         // Validation pass: nothing changes unless every contact is acceptable.
         let mut count = dev.bindings.len();
         for c in msg
@@ -206,11 +210,19 @@ pub(super) fn handle(
                     generation: dev.generation,
                 },
             });
-        Outcome::Ok(timer)
+        let first_binding = was_unbound && !dev.bindings.is_empty() && is_gb28181(dev);
+        Outcome::Ok(timer, first_binding)
     });
     match outcome {
-        Outcome::Ok(timer) => {
+        Outcome::Ok(timer, first_binding) => {
             out.timers.extend(timer);
+            // GB/T 28181 §9.5: the platform learns a new device's channels by
+            // querying its catalog once it has registered.
+            if let (true, Some(p)) = (first_binding, &r.platform) {
+                if let Err(e) = p.query(aor, QueryKind::Catalog) {
+                    log::debug!("catalog query after registration: {}", e.reason());
+                }
+            }
             Handled::Reply(200)
         }
         // §10.3 step 7: an older CSeq for the same Call-ID aborts the request.

@@ -38,11 +38,18 @@ pub trait Conn {
     fn recv_timeout(&mut self, timeout: Duration) -> Option<Vec<u8>>;
 
     /// The next message, which must arrive within [`ANSWER_TIMEOUT`].
+    /// Server-originated requests (GB28181 queries) are skipped.
     fn recv(&mut self) -> Response {
-        let raw = self
-            .recv_timeout(ANSWER_TIMEOUT)
-            .unwrap_or_else(|| panic!("no answer within {ANSWER_TIMEOUT:?}"));
-        Response::new(raw)
+        let deadline = Instant::now() + ANSWER_TIMEOUT;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let raw = self
+                .recv_timeout(left)
+                .unwrap_or_else(|| panic!("no answer within {ANSWER_TIMEOUT:?}"));
+            if !sip::scan(&raw).is_ok_and(|m| m.is_request()) {
+                return Response::new(raw);
+            }
+        }
     }
 
     /// Sends a request and returns the response to it: the first response
@@ -60,6 +67,11 @@ pub trait Conn {
                     String::from_utf8_lossy(bytes)
                 )
             });
+            // A GB28181 device id's first registration makes the server send
+            // a Catalog query: requests from the server are not answers.
+            if sip::scan(&raw).is_ok_and(|m| m.is_request()) {
+                continue;
+            }
             let resp = Response::new(raw);
             if want.is_none() || resp.branch() == want {
                 return resp;
