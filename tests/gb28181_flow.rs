@@ -1,0 +1,166 @@
+//! GB28181 over the real binary: a camera registers, is asked for its catalog
+//! (the platform's first query, over the flow it registered on), answers, sends
+//! keep-alives and catalog parts, and unregisters — over UDP and TCP.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::client::{branch, Conn, Tcp, Ua, Udp};
+use common::server::Server;
+use sipreg::sip::{scan, HeaderId, ResponseWriter};
+
+const DEVICE: &str = "34020000001320000007";
+
+fn start() -> Server {
+    Server::start(&[
+        "--realm",
+        "3402000000",
+        "--password",
+        "12345",
+        "--threads",
+        "2",
+        "--platform-id",
+        "34020000002000000001",
+        "--min-expires",
+        "2",
+    ])
+}
+
+/// The next request the server sends on this flow (a GB28181 query).
+fn next_request(conn: &mut impl Conn, within: Duration) -> Option<Vec<u8>> {
+    let deadline = Instant::now() + within;
+    loop {
+        let left = deadline.saturating_duration_since(Instant::now());
+        let raw = conn.recv_timeout(left)?;
+        if scan(&raw).is_ok_and(|m| m.is_request()) {
+            return Some(raw);
+        }
+    }
+}
+
+fn message(conn: &impl Conn, body: &str) -> Vec<u8> {
+    let local = conn.local_addr();
+    format!(
+        "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n\
+         Via: SIP/2.0/{} {local};rport;branch={}\r\n\
+         From: <sip:{DEVICE}@3402000000>;tag=gbflow\r\n\
+         To: <sip:34020000002000000001@3402000000>\r\n\
+         Call-ID: {}\r\n\
+         CSeq: 20 MESSAGE\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Type: Application/MANSCDP+xml\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        conn.transport(),
+        branch(),
+        branch(),
+        body.len()
+    )
+    .into_bytes()
+}
+
+fn camera_flow<C: Conn>(conn: C) {
+    let mut ua = Ua::new(conn, DEVICE, "3402000000", "12345");
+    let contact = format!("<sip:{DEVICE}@{}>", ua.conn.local_addr());
+    let resp = ua.register(&[&contact], Some(3600));
+    assert_eq!(resp.code(), 200, "{resp:?}");
+    // GB28181 devices get the GB Date form for clock sync.
+    let date = resp.header(HeaderId::Date).expect("Date");
+    assert_eq!(date.len(), "2026-11-22T05:40:00.000".len(), "{date}");
+
+    // The platform asks for the catalog on the flow the device registered on.
+    let query = next_request(&mut ua.conn, Duration::from_secs(5)).expect("catalog query");
+    let q = scan(&query).unwrap();
+    assert_eq!(q.request().unwrap().method_raw, b"MESSAGE");
+    assert_eq!(
+        q.value(HeaderId::ContentType),
+        Some(&b"Application/MANSCDP+xml"[..])
+    );
+    let body = String::from_utf8_lossy(q.body).into_owned();
+    assert!(body.contains("<CmdType>Catalog</CmdType>"), "{body}");
+    assert!(
+        body.contains(&format!("<DeviceID>{DEVICE}</DeviceID>")),
+        "{body}"
+    );
+    assert!(
+        String::from_utf8_lossy(q.value(HeaderId::From).unwrap()).contains("34020000002000000001")
+    );
+    let sn: u32 = body
+        .split("<SN>")
+        .nth(1)
+        .and_then(|s| s.split('<').next())
+        .and_then(|s| s.parse().ok())
+        .expect("SN");
+    let mut ok = Vec::new();
+    ResponseWriter::start(&mut ok, &q, 200, b"OK", ua.conn.local_addr(), b"cam").finish(b"");
+    ua.conn.send(&ok);
+
+    // Keep-alive from the registered flow: 200.
+    let ka = format!("<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>1</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n");
+    let resp = ua.send_raw(&message(&ua.conn, &ka));
+    assert_eq!(resp.code(), 200, "{resp:?}");
+
+    // The catalog in two parts, each acknowledged.
+    for (i, ids) in [[1, 2], [3, 4]].iter().enumerate() {
+        let items: String = ids
+            .iter()
+            .map(|c| format!("<Item><DeviceID>3402000000131000000{c}</DeviceID><Name>通道{c}</Name><Status>ON</Status></Item>"))
+            .collect();
+        let part = format!("<?xml version=\"1.0\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{DEVICE}</DeviceID>\r\n<SumNum>4</SumNum>\r\n<DeviceList Num=\"2\">{items}</DeviceList>\r\n</Response>\r\n");
+        let resp = ua.send_raw(&message(&ua.conn, &part));
+        assert_eq!(resp.code(), 200, "part {i}: {resp:?}");
+    }
+
+    // Answered once: the 200 ended the transaction, so no retransmission of
+    // the query arrives (timer E would fire 500 ms after it was sent).
+    assert!(next_request(&mut ua.conn, Duration::from_millis(1200)).is_none());
+
+    // Unregister.
+    let resp = ua.register(&[&contact], Some(0));
+    assert_eq!(resp.code(), 200, "{resp:?}");
+    assert!(resp.contacts().is_empty());
+}
+
+#[test]
+fn camera_over_udp() {
+    let srv = start();
+    camera_flow(Udp::connect(srv.addr()));
+}
+
+#[test]
+fn camera_over_tcp() {
+    let srv = start();
+    camera_flow(Tcp::connect(srv.addr()));
+}
+
+#[test]
+fn unanswered_query_is_retransmitted_over_udp() {
+    let srv = start();
+    let mut ua = Ua::new(Udp::connect(srv.addr()), DEVICE, "3402000000", "12345");
+    let contact = format!("<sip:{DEVICE}@{}>", ua.conn.local_addr());
+    assert_eq!(ua.register(&[&contact], Some(3600)).code(), 200);
+    let first = next_request(&mut ua.conn, Duration::from_secs(5)).expect("query");
+    let again = next_request(&mut ua.conn, Duration::from_secs(3)).expect("timer E retransmission");
+    assert_eq!(first, again, "a retransmission is the same request");
+}
+
+#[test]
+fn keepalive_from_an_unregistered_device_is_403() {
+    let srv = start();
+    let mut udp = Udp::connect(srv.addr());
+    let ka = format!(
+        "<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>{DEVICE}</DeviceID></Notify>"
+    );
+    let bytes = message(&udp, &ka);
+    let resp = udp.request(&bytes);
+    assert_eq!(
+        (resp.code(), resp.reason().as_str()),
+        (403, "Device Not Registered")
+    );
+    let bad = message(&udp, "<Notify><CmdType>Keepalive</Notify>");
+    let resp = udp.request(&bad);
+    assert_eq!(
+        (resp.code(), resp.reason().as_str()),
+        (400, "Malformed XML Body")
+    );
+}
