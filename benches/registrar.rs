@@ -26,6 +26,7 @@ fn registrar(no_auth: bool) -> Registrar {
         domain: None,
         no_auth,
         nonce_ttl_secs: 3600,
+        redirect_auth: false,
     };
     let creds = CredentialStore::new(b"sipreg").with_password(b"secret");
     Registrar::new(

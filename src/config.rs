@@ -26,6 +26,7 @@ pub struct Config {
     pub domain: Option<String>,
     pub tcp_idle_timeout: u32,
     pub query_timeout: u32,
+    pub redirect_auth: bool,
 }
 
 impl Default for Config {
@@ -50,6 +51,7 @@ impl Default for Config {
             domain: None,
             tcp_idle_timeout: 600,
             query_timeout: 32,
+            redirect_auth: false,
         }
     }
 }
@@ -67,6 +69,8 @@ OPTIONS:
   --password PASSWORD       one shared password for every device id (GB28181 style);
                             combines with --users: listed ids use their own HA1
   --no-auth                 serve without authentication (explicit opt-in)
+  --redirect-auth           callers of INVITE/SUBSCRIBE/REFER/MESSAGE must
+                            authenticate before they are redirected
   --min-expires S           shortest registration accepted, else 423 (default 60)
   --max-expires S           longer registrations are shortened to this (default 7200)
   --default-expires S       when the request names no expiry (default 3600)
@@ -161,6 +165,7 @@ impl Config {
                 "--users" => c.users = Some(PathBuf::from(value("--users")?)),
                 "--password" => c.password = Some(non_empty("--password", value("--password")?)?),
                 "--no-auth" => c.no_auth = true,
+                "--redirect-auth" => c.redirect_auth = true,
                 "--min-expires" => {
                     c.min_expires = seconds("--min-expires", value("--min-expires")?)?
                 }

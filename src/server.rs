@@ -90,6 +90,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         domain: cfg.domain.clone(),
         no_auth: cfg.no_auth,
         nonce_ttl_secs: u64::from(cfg.nonce_ttl),
+        redirect_auth: cfg.redirect_auth,
     };
     let (timer_tx, timer_rx) = crossbeam_channel::bounded(TIMER_QUEUE);
     let gb_stats = Arc::new(GbStats::default());
@@ -115,9 +116,10 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     let timer_stats = Arc::new(TimerStats::default());
     let timer = {
         let (registry, stats, platform) = (registry.clone(), timer_stats.clone(), platform.clone());
+        let registrar = registrar.clone();
         timer::spawn("sipreg-timer", timer_rx, move |event: TimerEvent| {
             WorkerStats::inc(&stats.events_fired);
-            on_timer(&registry, &platform, &stats, event)
+            on_timer(&registry, &registrar, &platform, &stats, event)
         })
         .map_err(|e| StartError::Thread("timer", e))?
     };
@@ -166,7 +168,9 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         running.wakers.push(waker);
         running.workers.push(handle);
     }
-    platform.set_outbox(Arc::new(outbox));
+    let outbox: Arc<dyn crate::gb28181::Outbox> = Arc::new(outbox);
+    platform.set_outbox(outbox.clone());
+    registrar.invites.set_outbox(outbox);
     Ok(running)
 }
 
@@ -174,13 +178,18 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
 /// platform. Returns a timer to re-arm, if any.
 fn on_timer(
     registry: &Registry,
+    registrar: &Registrar,
     platform: &Platform,
     stats: &TimerStats,
     event: TimerEvent,
 ) -> Option<(u64, TimerEvent)> {
     let now = timer::now_ms();
-    let TimerEvent::Expiry { aor, generation } = event else {
-        return platform.on_timer(&event, now);
+    let (aor, generation) = match event {
+        TimerEvent::Expiry { aor, generation } => (aor, generation),
+        TimerEvent::InviteRetransmit { .. } | TimerEvent::InviteTimeout { .. } => {
+            return registrar.invites.on_timer(&event, now)
+        }
+        _ => return platform.on_timer(&event, now),
     };
     match registry.expire(&aor, generation, now) {
         Expiry::Stale => {

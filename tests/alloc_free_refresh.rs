@@ -84,6 +84,7 @@ fn refresh_with_digest_allocates_nothing() {
         domain: None,
         no_auth: false,
         nonce_ttl_secs: 300,
+        redirect_auth: false,
     };
     let creds = CredentialStore::new(b"sipreg").with_password(b"secret");
     let registrar = Registrar::new(

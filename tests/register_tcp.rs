@@ -76,7 +76,7 @@ fn pipelined_requests_are_answered_in_order() {
         Register::new("alice", DOMAIN)
             .contact("<sip:alice@192.0.2.1>")
             .build(&tcp),
-        simple_request("INVITE", &tcp),
+        simple_request("BYE", &tcp),
         simple_request("OPTIONS", &tcp),
     ];
     let branches: Vec<Option<String>> = requests.iter().map(|r| request_branch(r)).collect();

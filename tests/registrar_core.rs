@@ -20,6 +20,7 @@ fn registrar() -> (Registrar, Arc<Registry>) {
         domain: None,
         no_auth: true,
         nonce_ttl_secs: 300,
+        redirect_auth: false,
     };
     let r = Registrar::new(
         policy,

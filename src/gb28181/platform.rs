@@ -349,7 +349,7 @@ impl Platform {
                 }
                 None
             }
-            TimerEvent::Expiry { .. } => None,
+            _ => None,
         }
     }
 

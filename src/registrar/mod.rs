@@ -3,6 +3,7 @@
 //! calls [`Registrar::handle`] and sends what it writes.
 
 pub mod date;
+pub mod redirect;
 mod register;
 pub mod txcache;
 
@@ -19,7 +20,7 @@ use crate::stats::{Drop, WorkerStats};
 use txcache::TxCache;
 
 /// The methods this server answers, for Allow (RFC 3261 §20.5).
-pub const ALLOW: &[u8] = b"REGISTER, OPTIONS, MESSAGE";
+pub const ALLOW: &[u8] = b"REGISTER, OPTIONS, MESSAGE, INVITE, ACK, CANCEL, SUBSCRIBE, REFER";
 /// Our own Server header value.
 pub const SERVER: &[u8] = concat!("sipreg/", env!("CARGO_PKG_VERSION")).as_bytes();
 
@@ -35,6 +36,8 @@ pub struct Policy {
     /// Serve without digest authentication.
     pub no_auth: bool,
     pub nonce_ttl_secs: u64,
+    /// Callers redirected by INVITE/SUBSCRIBE/… must authenticate too.
+    pub redirect_auth: bool,
 }
 
 /// State shared by every worker.
@@ -42,6 +45,8 @@ pub struct Registrar {
     pub policy: Policy,
     /// The GB28181 platform; without it MANSCDP MESSAGEs get 405.
     pub platform: Option<Arc<Platform>>,
+    /// INVITE answers over UDP awaiting their ACK.
+    pub invites: redirect::InviteTransactions,
     pub registry: Arc<Registry>,
     pub credentials: CredentialStore,
     pub secret: NonceSecret,
@@ -83,6 +88,10 @@ pub enum TimerEvent {
     Retransmit { tx: u64 },
     /// Client transaction timer F (give up).
     TransactionTimeout { tx: u64 },
+    /// INVITE server transaction timer G: repeat the final answer.
+    InviteRetransmit { key: u64 },
+    /// INVITE server transaction timer H: stop waiting for the ACK.
+    InviteTimeout { key: u64 },
 }
 
 /// A timer to put on the wheel.
@@ -127,6 +136,7 @@ impl Registrar {
         Registrar {
             policy,
             platform: None,
+            invites: redirect::InviteTransactions::default(),
             registry,
             credentials,
             secret,
@@ -177,7 +187,9 @@ impl Registrar {
         };
         WorkerStats::inc(&ctx.stats.requests[method_index(req.method)]);
         if req.method == Method::Ack {
-            // RFC 3261 §17.2.1: ACK is absorbed, never answered.
+            // RFC 3261 §17.2.1: ACK is absorbed, never answered; it ends the
+            // retransmission of our answer to its INVITE.
+            self.invites.ack(&msg, inb.source);
             return Handled::Dropped(Drop::Ack);
         }
 
@@ -242,12 +254,8 @@ impl Registrar {
                 }),
                 None => self.reject(out, msg, inb, 405, "Method Not Allowed"),
             },
-            // RFC 3261 §21.4.13: MESSAGE is served for MANSCDP bodies only.
-            Method::Message => {
-                let mut w = self.start(out, msg, inb, 415, b"Unsupported Media Type");
-                w.header("Accept", b"Application/MANSCDP+xml");
-                w.finish(b"");
-                Handled::Reply(415)
+            Method::Invite | Method::Subscribe | Method::Refer | Method::Message => {
+                redirect::handle(self, msg, &uri, inb, now, ctx, out)
             }
             Method::Options => {
                 let mut w = self.start(out, msg, inb, 200, b"OK");
@@ -257,8 +265,24 @@ impl Registrar {
                 w.finish(b"");
                 Handled::Reply(200)
             }
-            // RFC 3261 §9.2: no INVITE transactions here, so nothing to cancel.
-            Method::Cancel => self.reject(out, msg, inb, 481, "Call/Transaction Does Not Exist"),
+            // RFC 3261 §9.2: every INVITE is answered at once, so a CANCEL
+            // either finds it answered (200, no effect) or finds nothing.
+            Method::Cancel => {
+                let cseq = msg.cseq();
+                let branch = msg
+                    .top_via()
+                    .and_then(|v| Via::parse(v).ok())
+                    .and_then(|v| v.branch());
+                let answered = ctx
+                    .transactions
+                    .key(inb.source, branch, msg.call_id(), cseq.seq, b"INVITE")
+                    .is_some_and(|k| ctx.transactions.get(k, now.mono_ms).is_some());
+                if answered {
+                    self.reject(out, msg, inb, 200, "OK")
+                } else {
+                    self.reject(out, msg, inb, 481, "Call/Transaction Does Not Exist")
+                }
+            }
             Method::Other => self.reject(out, msg, inb, 501, "Not Implemented"),
             _ => {
                 // RFC 3261 §8.2.1: a known method we do not serve.

@@ -56,7 +56,7 @@ pub(super) fn handle(
 
     // Steps 2–4: authenticate, then authorise the user for this AOR.
     if !r.policy.no_auth {
-        if let Err(h) = authenticate(r, msg, inb, now, ctx, out, aor, aor_user) {
+        if let Err(h) = authenticate(r, msg, inb, now, ctx, out, Some((aor, aor_user))) {
             return h;
         }
     }
@@ -358,7 +358,7 @@ fn is_gb28181(dev: &Device) -> bool {
 }
 
 /// Thousandths back to a qvalue: 1000 → "1", 500 → "0.5", 25 → "0.025".
-fn push_qvalue(out: &mut Vec<u8>, q: u16) {
+pub(super) fn push_qvalue(out: &mut Vec<u8>, q: u16) {
     if q >= 1000 {
         out.push(b'1');
         return;
@@ -371,19 +371,18 @@ fn push_qvalue(out: &mut Vec<u8>, q: u16) {
     }
 }
 
-/// Digest authentication (RFC 2617 / RFC 7616 MD5) and the AOR ownership rule:
-/// a user listed in the credentials file may register only its own AOR, and an
-/// AOR whose user is listed may be registered only by that user.
-#[allow(clippy::too_many_arguments)]
-fn authenticate(
+/// Digest authentication (RFC 2617 / RFC 7616 MD5) and, for a REGISTER of
+/// `owner` = (AOR key, AOR user), the ownership rule: a user listed in the
+/// credentials file may register only its own AOR, and an AOR whose user is
+/// listed may be registered only by that user.
+pub(super) fn authenticate(
     r: &Registrar,
     msg: &Message<'_>,
     inb: &Inbound<'_>,
     now: Now,
     ctx: &mut WorkerCtx<'_>,
     out: &mut Output,
-    aor: &[u8],
-    aor_user: &[u8],
+    owner: Option<(&[u8], &[u8])>,
 ) -> Result<(), Handled> {
     let creds = msg
         .all(HeaderId::Authorization)
@@ -411,7 +410,8 @@ fn authenticate(
         // that the transaction cache no longer remembers is still a repeat of
         // an applied request (same Call-ID and CSeq), answered with the current
         // state; anything else is a replay.
-        Verdict::Rejected(AuthError::Replay) if opaque_ok && is_repeat(r, aor, msg) => {}
+        Verdict::Rejected(AuthError::Replay)
+            if opaque_ok && owner.is_some_and(|(aor, _)| is_repeat(r, aor, msg)) => {}
         Verdict::Stale if opaque_ok => {
             WorkerStats::inc(&ctx.stats.auth_challenges);
             return Err(challenge(r, out, msg, inb, now, true));
@@ -423,6 +423,9 @@ fn authenticate(
             return Err(challenge(r, out, msg, inb, now, false));
         }
     }
+    let Some((_, aor_user)) = owner else {
+        return Ok(());
+    };
     let owns = if r.credentials.is_listed_username(resp.username) {
         resp.username == aor_user
     } else {
