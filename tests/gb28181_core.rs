@@ -397,11 +397,7 @@ fn unanswered_query_times_out_and_leaves_nothing_behind() {
     assert_eq!(f.platform.on_timer(&timeout, 33_000), None);
     assert_eq!(sipreg::stats::read(&f.platform.stats.info_timeouts), 1);
     // The transaction is gone: a late retransmission timer finds nothing.
-    assert_eq!(
-        f.platform
-            .on_timer(&TimerEvent::Retransmit { tx: 0 }, 34_000),
-        None
-    );
+    assert_eq!(f.platform.on_timer(&retransmit, 34_000), None);
     assert!(sn > 0);
     assert_eq!(
         f.platform
