@@ -4,6 +4,7 @@
 //! `timer::wheel`) that takes bytes and a `now` and returns what to send, and a thin
 //! I/O shell (`transport`) that owns sockets and threads. See DESIGN.md.
 
+pub mod admin;
 pub mod auth;
 pub mod config;
 pub mod gb28181;

@@ -42,6 +42,7 @@ fn main() -> ExitCode {
     };
     // Tests and scripts read this line to learn the port when --listen used :0.
     println!("sipreg listening on {} (udp+tcp)", running.local_addr);
+    println!("sipreg admin on {} (http)", running.http_addr);
     let _ = std::io::stdout().flush();
     log::info!(
         "serving realm \"{}\" with {} workers{}",

@@ -10,6 +10,7 @@ use std::thread::JoinHandle;
 use crossbeam_channel::Sender;
 use mio::Waker;
 
+use crate::admin::{self, AdminState};
 use crate::auth::{CredentialStore, LoadError, NonceSecret};
 use crate::config::Config;
 use crate::gb28181::platform::DEFAULT_PLATFORM_ID;
@@ -35,6 +36,8 @@ pub enum StartError {
     Socket(SocketError),
     Poll(std::io::Error),
     Thread(&'static str, std::io::Error),
+    /// Binding the `--http` admin listener failed.
+    Http(SocketAddr, std::io::Error),
 }
 
 impl std::fmt::Display for StartError {
@@ -47,6 +50,9 @@ impl std::fmt::Display for StartError {
             StartError::Socket(e) => write!(f, "{e}"),
             StartError::Poll(e) => write!(f, "cannot create the event loop: {e}"),
             StartError::Thread(what, e) => write!(f, "cannot start the {what} thread: {e}"),
+            StartError::Http(addr, e) => {
+                write!(f, "cannot listen for the admin API on {addr}: {e}")
+            }
         }
     }
 }
@@ -56,6 +62,9 @@ impl std::error::Error for StartError {}
 /// A running server.
 pub struct Running {
     pub local_addr: SocketAddr,
+    /// Where the admin API listens (`--http`, with the real port if it was 0).
+    pub http_addr: SocketAddr,
+    admin: Option<JoinHandle<()>>,
     pub registry: Arc<Registry>,
     pub worker_stats: Vec<Arc<WorkerStats>>,
     pub timer_stats: Arc<TimerStats>,
@@ -80,6 +89,11 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     let secret = NonceSecret::random().map_err(StartError::Secret)?;
     let (local_addr, sockets) =
         socket::bind_all(cfg.listen, cfg.threads).map_err(StartError::Socket)?;
+    // The admin listener too is bound before any thread starts (fail fast).
+    let http = std::net::TcpListener::bind(cfg.http).map_err(|e| StartError::Http(cfg.http, e))?;
+    let http_addr = http
+        .local_addr()
+        .map_err(|e| StartError::Http(cfg.http, e))?;
 
     let registry = Arc::new(Registry::new());
     let policy = Policy {
@@ -127,6 +141,8 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut running = Running {
         local_addr,
+        http_addr,
+        admin: None,
         registry,
         worker_stats: Vec::new(),
         timer_stats,
@@ -171,6 +187,17 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     let outbox: Arc<dyn crate::gb28181::Outbox> = Arc::new(outbox);
     platform.set_outbox(outbox.clone());
     registrar.invites.set_outbox(outbox);
+    let admin_state = Arc::new(AdminState {
+        registry: running.registry.clone(),
+        worker_stats: running.worker_stats.clone(),
+        timer_stats: running.timer_stats.clone(),
+        gb_stats: running.gb_stats.clone(),
+        queries: platform.clone(),
+    });
+    let (admin, admin_waker) =
+        admin::spawn(http, admin_state, shutdown).map_err(|e| StartError::Thread("admin", e))?;
+    running.admin = Some(admin);
+    running.wakers.push(admin_waker);
     Ok(running)
 }
 
@@ -224,6 +251,9 @@ impl Running {
         }
         for h in self.workers.drain(..) {
             let _ = h.join();
+        }
+        if let Some(a) = self.admin.take() {
+            let _ = a.join();
         }
         let _ = self.timer_tx.send(TimerCmd::Shutdown);
         if let Some(t) = self.timer.take() {

@@ -327,7 +327,10 @@ mod tests {
             let (n, at) = fired_rx.recv_timeout(Duration::from_secs(5)).unwrap();
             assert_eq!(n, want);
             if want > 0 {
-                assert!(at >= last + 20, "re-armed item fired early: {at} < {last} + 20");
+                assert!(
+                    at >= last + 20,
+                    "re-armed item fired early: {at} < {last} + 20"
+                );
             }
             last = at;
         }
