@@ -46,6 +46,8 @@ fn addr_in(line: &str) -> Option<SocketAddr> {
 
 fn start_server(extra: &[&str]) -> Option<Server> {
     let Some(bin) = sipreg_bin() else {
+        // `cargo test --workspace` (the CI command) always builds it.
+        assert!(std::env::var_os("CI").is_none(), "no sipreg binary in CI");
         eprintln!("SKIP: no sipreg binary (cargo build -p sipreg, or set SIPREG_BIN)");
         return None;
     };
@@ -220,15 +222,52 @@ fn http(addr: SocketAddr, method: &str, path: &str) -> Option<(u16, String)> {
     Some((code, resp))
 }
 
+/// The JSON body of a 200 answer to GET `path`.
+fn get_json(api: SocketAddr, path: &str) -> serde_json::Value {
+    let (code, resp) = http(api, "GET", path).expect("admin API answers");
+    assert_eq!(code, 200, "{resp}");
+    let body = resp.split("\r\n\r\n").nth(1).expect("body");
+    serde_json::from_str(body).expect("JSON")
+}
+
+/// Polls the device until `f` holds (deadline 10 s).
+fn wait_device(
+    api: SocketAddr,
+    id: &str,
+    what: &str,
+    f: impl Fn(&serde_json::Value) -> bool,
+) -> serde_json::Value {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        let d = get_json(api, &format!("/api/devices/{id}"));
+        if f(&d) {
+            return d;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{id}: {what} never happened: {d}"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn channel_names(d: &serde_json::Value) -> Vec<String> {
+    d["gb"]["channels"]
+        .as_array()
+        .map(|a| {
+            a.iter()
+                .filter_map(|c| c["name"].as_str().map(str::to_string))
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
 #[test]
 fn catalog_query_through_the_admin_api() {
     let Some(srv) = start_server(&["--keepalive-timeout", "30"]) else {
         return;
     };
-    let Some(api) = srv.http else {
-        eprintln!("SKIP: this sipreg prints no admin address yet");
-        return;
-    };
+    let api = srv.http.expect("sipreg prints its admin address");
     let mut c = cfg(srv.sip, 2, 4001, Transport::Udp);
     c.channels = 20;
     c.catalog_split = 8;
@@ -236,41 +275,91 @@ fn catalog_query_through_the_admin_api() {
     let sim = gbsim::spawn(c).unwrap();
     wait_until(&sim, "registrations", |s| s.registered_ok == 2);
     let id = sim.device_ids()[0].clone();
-    match http(api, "POST", &format!("/api/devices/{id}/catalog")) {
-        Some((202, _)) => {}
-        other => {
-            eprintln!("SKIP: catalog API not available yet: {other:?}");
-            return;
-        }
-    }
-    // The automatic query on first registration may have come too.
-    wait_until(&sim, "a catalog answered", |s| {
-        s.queries_of("Catalog") >= 1 && s.responses_answered(200) >= 3
+    let (code, resp) = http(api, "POST", &format!("/api/devices/{id}/catalog")).expect("POST");
+    assert_eq!(code, 202, "{resp}");
+    // The automatic query on first registration came too: both complete.
+    wait_until(&sim, "two catalogs answered", |s| {
+        s.queries_of("Catalog") >= 3 && s.responses_answered(200) >= 9
     });
+    let d = wait_device(api, &id, "catalog complete", |d| {
+        d["gb"]["catalog"]["state"] == "complete"
+    });
+    assert_eq!(channel_names(&d).len(), 20, "{d}");
+    let (code, _) = http(api, "POST", &format!("/api/devices/{id}/info")).expect("POST");
+    assert_eq!(code, 202);
+    let d = wait_device(api, &id, "device info", |d| !d["gb"]["info"].is_null());
+    assert_eq!(d["gb"]["info"]["channels"], 20, "{d}");
     let s = sim.stop();
-    assert_eq!(s.responses.sent % 3, 0, "3 parts per catalog: {s:?}");
+    // Three parts per catalog (20 items, 8 per MESSAGE) and one DeviceInfo.
+    assert_eq!(s.responses.sent, 3 * s.queries_of("Catalog") + 1, "{s:?}");
     assert_eq!(s.responses.timeouts, 0, "{s:?}");
 }
 
 #[test]
 fn hundred_devices_sixteen_gb2312_channels() {
     let Some(srv) = start_server(&[]) else { return };
+    let api = srv.http.expect("sipreg prints its admin address");
     let mut c = cfg(srv.sip, 100, 5001, Transport::Udp);
     c.gb2312 = true;
     c.keepalive_interval = Duration::from_secs(1);
     let sim = gbsim::spawn(c).unwrap();
     wait_until(&sim, "100 registrations", |s| s.registered_ok == 100);
-    std::thread::sleep(Duration::from_millis(1500));
+    // Every device is online with its 16 channels, named in Chinese from
+    // GB2312 bodies, as the platform sees them through the API.
+    for (i, id) in sim.device_ids().iter().enumerate() {
+        let d = wait_device(api, id, "online with a complete catalog", |d| {
+            d["gb"]["online"] == true && d["gb"]["catalog"]["state"] == "complete"
+        });
+        let names = channel_names(&d);
+        assert_eq!(names.len(), 16, "{id}: {d}");
+        if i == 0 {
+            assert!(names.iter().all(|n| n.starts_with("通道")), "{names:?}");
+        }
+    }
+    let list = get_json(api, "/api/devices?limit=1000");
+    assert_eq!(list["total"], 100, "{list}");
     let s = sim.stop();
     assert_eq!(s.registered_ok, 100, "{s:?}");
     check_keepalives(&s);
-    // A sipreg that queries the catalog on first registration gets two
-    // GB2312 parts (16 channels, 8 per MESSAGE) from each device, all answered.
-    let catalogs = s.queries_of("Catalog");
-    if catalogs == 0 {
-        eprintln!("NOTE: this sipreg sent no Catalog query on registration");
-    }
-    assert_eq!(s.responses.sent, 2 * catalogs, "{s:?}");
+    // One catalog query per device on first registration, two GB2312 parts
+    // (16 channels, 8 per MESSAGE) each, all answered.
+    assert_eq!(s.queries_of("Catalog"), 100, "{s:?}");
+    assert_eq!(s.responses.sent, 200, "{s:?}");
     assert_eq!(s.responses_answered(200), s.responses.sent, "{s:?}");
     assert_eq!((s.errors, s.abandoned), (0, 0), "{s:?}");
+}
+
+#[test]
+fn silent_device_goes_offline_and_unanswered_query_times_out() {
+    let Some(srv) = start_server(&["--keepalive-timeout", "2", "--query-timeout", "2"]) else {
+        return;
+    };
+    let api = srv.http.expect("sipreg prints its admin address");
+    let mut c = cfg(srv.sip, 2, 6001, Transport::Udp);
+    c.keepalive_interval = Duration::from_secs(1);
+    c.silent_after = Some(Duration::from_secs(1));
+    c.silent_devices = Some(1);
+    c.no_answer = true;
+    let sim = gbsim::spawn(c).unwrap();
+    wait_until(&sim, "registrations", |s| s.registered_ok == 2);
+    let ids = sim.device_ids();
+    wait_device(api, &ids[0], "online", |d| d["gb"]["online"] == true);
+    // Device 0 stops its keep-alives: offline within the 2 s timeout (+ slack).
+    wait_device(api, &ids[0], "offline", |d| d["gb"]["online"] == false);
+    // Device 1 keeps them up and stays online.
+    let d = get_json(api, &format!("/api/devices/{}", ids[1]));
+    assert_eq!(d["gb"]["online"], true, "{d}");
+    // Nobody answers catalog queries: the one sent on registration times out
+    // (no parts: "timed_out"), without leaking a transaction.
+    wait_device(api, &ids[1], "catalog timed out", |d| {
+        d["gb"]["catalog"]["state"] == "timed_out"
+    });
+    let (_, metrics) = http(api, "GET", "/metrics").expect("metrics");
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("sipreg_catalog_queries_total ") && !l.ends_with(" 0")),
+        "{metrics}"
+    );
+    drop(sim);
 }
