@@ -4,6 +4,8 @@
 
 use std::sync::atomic::{AtomicU64, Ordering::Relaxed};
 
+use crate::sip::ScanError;
+
 /// Why a datagram or stream message got no answer.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 #[repr(usize)]
@@ -43,6 +45,55 @@ impl Drop {
 /// Request methods counted separately; the rest land in `other`.
 pub const METHOD_LABELS: [&str; 6] = ["register", "options", "message", "invite", "ack", "other"];
 
+/// Status codes counted one by one in `responses_by_code`; the last slot
+/// counts every other code.
+pub const STATUS_CODES: [u16; 22] = [
+    100, 200, 202, 302, 400, 401, 403, 404, 405, 407, 415, 416, 420, 423, 480, 481, 483, 500, 501,
+    503, 505, 513,
+];
+
+/// Why a request was malformed, for `parse_errors_by_reason`.
+pub const PARSE_ERROR_LABELS: [&str; 15] = [
+    "start_line",
+    "request_uri",
+    "version",
+    "header_line",
+    "unterminated",
+    "too_large",
+    "missing_header",
+    "duplicate_header",
+    "cseq",
+    "cseq_method",
+    "content_length",
+    "body_too_short",
+    "header_value",
+    "xml",
+    "other",
+];
+
+/// The `PARSE_ERROR_LABELS` index of a scanner error.
+pub fn parse_error_index(e: ScanError) -> usize {
+    match e {
+        ScanError::BadStartLine | ScanError::BadStatusCode => 0,
+        ScanError::BadRequestUri => 1,
+        ScanError::UnsupportedVersion => 2,
+        ScanError::BadHeaderLine => 3,
+        ScanError::UnterminatedHeaders => 4,
+        ScanError::LineTooLong | ScanError::TooManyHeaders | ScanError::MessageTooLarge => 5,
+        ScanError::MissingHeader(_) => 6,
+        ScanError::DuplicateHeader(_) => 7,
+        ScanError::BadCSeq => 8,
+        ScanError::CSeqMethodMismatch => 9,
+        ScanError::BadContentLength | ScanError::ContentLengthRequired => 10,
+        ScanError::BodyTooShort => 11,
+        ScanError::Empty => 14,
+    }
+}
+/// `PARSE_ERROR_LABELS` index for a malformed header value (Via, From…).
+pub const PARSE_ERROR_HEADER_VALUE: usize = 12;
+/// `PARSE_ERROR_LABELS` index for a malformed MANSCDP body.
+pub const PARSE_ERROR_XML: usize = 13;
+
 #[derive(Debug, Default)]
 pub struct WorkerStats {
     pub requests: [AtomicU64; METHOD_LABELS.len()],
@@ -51,6 +102,10 @@ pub struct WorkerStats {
     pub drops: [AtomicU64; Drop::ALL.len()],
     /// Requests answered 4xx/5xx because they were malformed.
     pub parse_errors: AtomicU64,
+    /// The same, by reason (`PARSE_ERROR_LABELS`).
+    pub parse_errors_by_reason: [AtomicU64; PARSE_ERROR_LABELS.len()],
+    /// Responses sent, by exact code (`STATUS_CODES`, then "other").
+    pub responses_by_code: [AtomicU64; STATUS_CODES.len() + 1],
     pub auth_challenges: AtomicU64,
     pub auth_failures: AtomicU64,
     pub retransmissions: AtomicU64,
@@ -76,6 +131,18 @@ impl WorkerStats {
     pub fn response(&self, code: u16) {
         let class = usize::from(code / 100).clamp(1, 6) - 1;
         Self::inc(&self.responses[class]);
+        let at = STATUS_CODES
+            .iter()
+            .position(|&c| c == code)
+            .unwrap_or(STATUS_CODES.len());
+        Self::inc(&self.responses_by_code[at]);
+    }
+
+    /// Counts a malformed request under `parse_errors` and its reason.
+    #[inline]
+    pub fn parse_error(&self, reason: usize) {
+        Self::inc(&self.parse_errors);
+        Self::inc(&self.parse_errors_by_reason[reason.min(PARSE_ERROR_LABELS.len() - 1)]);
     }
 }
 

@@ -19,7 +19,7 @@ use std::sync::{mpsc, Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-use common::client::{poll_until, unique, Conn, Ua, Udp};
+use common::client::{poll_until, simple_request, unique, Conn, Ua, Udp};
 use common::server::DEFAULT_ARGS;
 use serde_json::Value;
 
@@ -560,6 +560,11 @@ fn metrics_parse_with_a_prometheus_parser() {
     let mut alice = srv.ua("alice");
     register(&mut alice, "<sip:alice@192.0.2.1:5071>");
     register(&mut alice, "<sip:alice@192.0.2.9:5079>");
+    // One malformed request (CSeq method differs from the request method).
+    let bad = String::from_utf8(simple_request("OPTIONS", &alice.conn))
+        .unwrap()
+        .replace("CSeq: 1 OPTIONS", "CSeq: 1 INVITE");
+    assert_eq!(alice.send_raw(bad.as_bytes()).code(), 400);
     let s = scrape(srv.http);
     assert!(metric(&s, "sipreg_registrations", None) >= 2.0);
     assert!(metric(&s, "sipreg_devices", None) >= 1.0);
@@ -569,6 +574,15 @@ fn metrics_parse_with_a_prometheus_parser() {
     assert!(metric(&s, "sipreg_responses_total", Some(("class", "2xx"))) >= 2.0);
     assert!(metric(&s, "sipreg_responses_total", Some(("class", "4xx"))) >= 1.0);
     assert!(metric(&s, "sipreg_auth_challenges_total", None) >= 1.0);
+    assert!(metric(&s, "sipreg_responses_by_code_total", Some(("code", "401"))) >= 1.0);
+    assert!(metric(&s, "sipreg_responses_by_code_total", Some(("code", "200"))) >= 2.0);
+    assert!(
+        metric(
+            &s,
+            "sipreg_parse_errors_by_reason_total",
+            Some(("reason", "cseq_method"))
+        ) >= 0.0
+    );
     assert!(metric(&s, "sipreg_bindings_added_total", None) >= 2.0);
     for name in [
         "sipreg_parse_errors_total",

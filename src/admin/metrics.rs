@@ -10,7 +10,7 @@ use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
 
 use super::AdminState;
-use crate::stats::{read, Drop, WorkerStats, METHOD_LABELS};
+use crate::stats::{read, Drop, WorkerStats, METHOD_LABELS, PARSE_ERROR_LABELS, STATUS_CODES};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -176,6 +176,33 @@ pub fn render(state: &AdminState, out: &mut String) {
             "responses_total",
             &[("class", c)],
             sum(w, |s| &s.responses[i]),
+        );
+    }
+    e.family(
+        "responses_by_code_total",
+        Kind::Counter,
+        "SIP responses sent, by status code (\"other\" for the rest).",
+    );
+    for i in 0..=STATUS_CODES.len() {
+        let code = STATUS_CODES
+            .get(i)
+            .map_or_else(|| "other".to_string(), u16::to_string);
+        e.sample(
+            "responses_by_code_total",
+            &[("code", &code)],
+            sum(w, |s| &s.responses_by_code[i]),
+        );
+    }
+    e.family(
+        "parse_errors_by_reason_total",
+        Kind::Counter,
+        "Malformed requests answered 4xx/5xx, by what was wrong.",
+    );
+    for (i, reason) in PARSE_ERROR_LABELS.iter().enumerate() {
+        e.sample(
+            "parse_errors_by_reason_total",
+            &[("reason", reason)],
+            sum(w, |s| &s.parse_errors_by_reason[i]),
         );
     }
     e.family(

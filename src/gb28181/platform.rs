@@ -121,7 +121,7 @@ impl Platform {
             Ok(d) => d,
             Err(e) => {
                 WorkerStats::inc(&self.stats.xml_errors);
-                WorkerStats::inc(&stats.parse_errors);
+                stats.parse_error(crate::stats::PARSE_ERROR_XML);
                 return reply(out, 400, e.reason());
             }
         };

@@ -16,7 +16,7 @@ use crate::registry::{Aor, ConnRef, Registry, Transport};
 use crate::sip::{
     self, scan, scan_for_reply, HeaderId, Message, Method, ResponseWriter, Scheme, Uri, Via,
 };
-use crate::stats::{Drop, WorkerStats};
+use crate::stats::{self, Drop, WorkerStats};
 use txcache::TxCache;
 
 /// The methods this server answers, for Allow (RFC 3261 §20.5).
@@ -174,7 +174,7 @@ impl Registrar {
                 let Some(m) = scan_for_reply(inb.bytes) else {
                     return Handled::Dropped(Drop::Unparseable);
                 };
-                WorkerStats::inc(&ctx.stats.parse_errors);
+                ctx.stats.parse_error(stats::parse_error_index(e));
                 return self.reject(out, &m, inb, e.status(), e.reason());
             }
         };
@@ -228,7 +228,7 @@ impl Registrar {
             return Handled::Dropped(Drop::StrayResponse);
         };
         if let Err(e) = msg.check_views() {
-            WorkerStats::inc(&ctx.stats.parse_errors);
+            ctx.stats.parse_error(stats::PARSE_ERROR_HEADER_VALUE);
             return self.reject(out, msg, inb, 400, e.reason());
         }
         // RFC 3261 §8.2.2.1: a Request-URI scheme we do not understand is 416.

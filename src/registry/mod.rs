@@ -176,11 +176,19 @@ pub enum CatalogStatus {
 
 impl Device {
     fn new(aor: Aor) -> Self {
+        // Generations start from a process-wide counter, so a device removed
+        // (admin DELETE) and registered again never matches a timer event
+        // still pending for its earlier incarnation.
+        static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
+        let seed = SEED.fetch_add(1 << 20, std::sync::atomic::Ordering::Relaxed);
         Device {
             aor,
             bindings: Vec::new(),
-            generation: 0,
-            gb: GbState::default(),
+            generation: seed,
+            gb: GbState {
+                keepalive_generation: seed,
+                ..GbState::default()
+            },
         }
     }
 
