@@ -805,3 +805,36 @@ mod shell {
         assert!(c.closed_within(TIMEOUT), "connections closed on shutdown");
     }
 }
+
+#[test]
+fn lookup_lists_live_bindings_by_q_as_register_normalised_them() {
+    let srv = Sipreg::start();
+    let mut alice = srv.ua("alice");
+    register(&mut alice, "<sip:alice@192.0.2.1:5071>;q=0.5");
+    register(&mut alice, "<sip:alice@192.0.2.9:5079>;q=0.9");
+    // Any spelling of the AOR finds it: scheme or not, host case, port.
+    for target in [
+        "/api/lookup/alice@example.com",
+        "/api/lookup/sip:alice@EXAMPLE.com",
+        "/api/lookup/sip%3Aalice%40example.com%3A5060",
+    ] {
+        let v = call(srv.http, "GET", target).json();
+        assert_eq!(v["aor"], "alice@example.com", "{target}: {v}");
+        let b = v["bindings"].as_array().unwrap();
+        assert_eq!(b.len(), 2, "{v}");
+        assert_eq!(
+            b[0]["contact"], "sip:alice@192.0.2.9:5079",
+            "highest q first: {v}"
+        );
+        assert_eq!(b[0]["q"], 0.9);
+        assert_eq!(b[0]["transport"], "udp");
+        assert!(
+            b[0]["source"].as_str().unwrap().starts_with("127.0.0.1:"),
+            "{v}"
+        );
+        assert!(b[0]["expires_in"].as_u64().unwrap() > 0);
+        assert_eq!(b[1]["q"], 0.5);
+    }
+    call(srv.http, "GET", "/api/lookup/nobody@example.com").assert_error(404);
+    call(srv.http, "POST", "/api/lookup/alice@example.com").assert_error(405);
+}

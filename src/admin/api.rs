@@ -206,6 +206,7 @@ enum Route<'a> {
     Devices,
     Device(&'a str),
     Query(&'a str, QueryKind),
+    Lookup(&'a str),
 }
 
 impl Route<'_> {
@@ -215,6 +216,9 @@ impl Route<'_> {
             "/metrics" => return Some(Route::Metrics),
             "/api/devices" => return Some(Route::Devices),
             _ => {}
+        }
+        if let Some(aor) = path.strip_prefix("/api/lookup/") {
+            return (!aor.is_empty() && !aor.contains('/')).then_some(Route::Lookup(aor));
         }
         let rest = path.strip_prefix("/api/devices/")?;
         let mut parts = rest.splitn(3, '/');
@@ -229,7 +233,7 @@ impl Route<'_> {
 
     fn allow(self) -> &'static str {
         match self {
-            Route::Health | Route::Metrics | Route::Devices => "GET, HEAD",
+            Route::Health | Route::Metrics | Route::Devices | Route::Lookup(_) => "GET, HEAD",
             Route::Device(_) => "GET, HEAD, DELETE",
             Route::Query(..) => "POST",
         }
@@ -261,6 +265,7 @@ pub fn handle(
         }
         (Route::Devices, _) if get => list(state, query.unwrap_or("")),
         (Route::Device(id), _) if get => device(state, id, now_ms),
+        (Route::Lookup(aor), _) if get => lookup(state, aor, now_ms),
         (Route::Device(id), "DELETE") => remove(state, id),
         (Route::Query(id, kind), "POST") => send_query(state, id, kind),
         _ => Err(ApiError::MethodNotAllowed(route.allow())),
@@ -573,6 +578,49 @@ fn device(state: &AdminState, id: &str, now_ms: u64) -> Result<Response, ApiErro
         .registry
         .read(&id, |d| {
             d.map(|d| Response::json(200, &DeviceView::new(d, now_ms)))
+        })
+        .ok_or(ApiError::UnknownDevice)
+}
+
+/// `GET /api/lookup/{aor}`: where a proxy should send a request for `aor`
+/// (`sip:alice@example.com`, `alice@example.com` or a GB28181 id), normalised
+/// exactly as REGISTER stores it; live bindings only, highest q first
+/// (RFC 3261 §8.3, as the redirect server orders its 302).
+fn lookup(state: &AdminState, aor: &str, now_ms: u64) -> Result<Response, ApiError> {
+    #[derive(Serialize)]
+    struct Lookup<'a> {
+        aor: Cow<'a, str>,
+        bindings: Vec<BindingView<'a>>,
+    }
+    let decoded = percent_decode(aor.as_bytes()).map_err(|_| BadRequest::Escape)?;
+    let mut uri_text = decoded.clone();
+    if !(uri_text.starts_with(b"sip:") || uri_text.starts_with(b"sips:")) {
+        uri_text.splice(0..0, b"sip:".iter().copied());
+    }
+    let uri = crate::sip::Uri::parse(&uri_text).map_err(|_| BadRequest::EmptyId)?;
+    let mut key = [0u8; crate::registry::MAX_AOR];
+    let key = crate::registry::aor_key(&uri, &mut key).ok_or(BadRequest::EmptyId)?;
+    state
+        .registry
+        .read(key, |d| {
+            d.map(|d| {
+                let mut live: Vec<&Binding> = d
+                    .bindings
+                    .iter()
+                    .filter(|b| b.expires_at_ms > now_ms)
+                    .collect();
+                live.sort_by_key(|b| std::cmp::Reverse(b.q.unwrap_or(1000)));
+                Response::json(
+                    200,
+                    &Lookup {
+                        aor: text(&d.aor),
+                        bindings: live
+                            .into_iter()
+                            .map(|b| BindingView::new(b, now_ms))
+                            .collect(),
+                    },
+                )
+            })
         })
         .ok_or(ApiError::UnknownDevice)
 }
