@@ -164,3 +164,77 @@ fn keepalive_from_an_unregistered_device_is_403() {
         (400, "Malformed XML Body")
     );
 }
+
+/// Replaces a quoted digest parameter's value in a captured Authorization.
+fn set_param(text: &str, name: &str, value: &str) -> String {
+    let key = format!("{name}=\"");
+    let start = text.find(&key).expect("param") + key.len();
+    let end = start + text[start..].find('"').expect("closing quote");
+    format!("{}{value}{}", &text[..start], &text[end..])
+}
+
+/// A captured REGISTER with its digest redone for a fresh challenge
+/// (username admin, realm hik, password 12345, no qop, as the camera does).
+fn reauthorise(capture: &[u8], challenge: &common::client::Response) -> Vec<u8> {
+    let nonce = challenge.challenge_param("nonce").expect("nonce");
+    let opaque = challenge.challenge_param("opaque").expect("opaque");
+    let ha1 = sipreg::auth::ha1(b"admin", b"hik", b"12345");
+    let uri = b"sip:130909115229300920@10.64.49.44:7100";
+    let response = sipreg::auth::client_response(&ha1, nonce.as_bytes(), b"REGISTER", uri, None);
+    let text = String::from_utf8(capture.to_vec()).unwrap();
+    let text = set_param(&text, "nonce", &nonce);
+    let text = set_param(&text, "response", std::str::from_utf8(&response).unwrap());
+    set_param(&text, "opaque", &opaque).into_bytes()
+}
+
+/// The Hikvision capture replayed message by message: register (01 → 401,
+/// 03 → 200), keep-alive 09 verbatim (its Content-Length is one byte short of
+/// its body: accepted), the platform's catalog query answered like 12, and
+/// unregister (05 → 401, 07 → 200).
+#[test]
+fn hikvision_capture_replayed() {
+    use common::vectors::fixture;
+    let srv = Server::start(&["--realm", "hik", "--password", "12345", "--threads", "2"]);
+    let mut cam = Udp::connect(srv.addr());
+
+    let challenge = cam.request(&fixture("hikvision-gb28181/01-register.sip"));
+    assert_eq!(challenge.code(), 401);
+    let ok = cam.request(&reauthorise(
+        &fixture("hikvision-gb28181/03-register-auth.sip"),
+        &challenge,
+    ));
+    assert_eq!(ok.code(), 200, "{ok:?}");
+    assert_eq!(ok.contacts().len(), 1);
+
+    let ka = cam.request(&fixture("hikvision-gb28181/09-keepalive-message.sip"));
+    assert_eq!((ka.code(), ka.cseq()), (200, (20, "MESSAGE".to_string())));
+
+    // The platform asks the camera for its catalog; the camera says 200 (12).
+    let query = next_request(&mut cam, Duration::from_secs(5)).expect("catalog query");
+    let q = scan(&query).unwrap();
+    assert!(
+        String::from_utf8_lossy(q.body)
+            .contains("<DeviceID>130909113319427420@10.64.49.218</DeviceID>")
+            || String::from_utf8_lossy(q.body).contains("<DeviceID>130909113319427420</DeviceID>")
+    );
+    let mut answer = Vec::new();
+    let to_tag = b"1981225076";
+    ResponseWriter::start(&mut answer, &q, 200, b"OK", cam.local_addr(), to_tag)
+        .header("User-Agent", b"Hikvision")
+        .raw();
+    ResponseWriter::start(&mut answer, &q, 200, b"OK", cam.local_addr(), to_tag).finish(b"");
+    cam.send(&answer);
+    assert!(
+        next_request(&mut cam, Duration::from_millis(1200)).is_none(),
+        "answered once"
+    );
+
+    let challenge = cam.request(&fixture("hikvision-gb28181/05-unregister.sip"));
+    assert_eq!(challenge.code(), 401);
+    let bye = cam.request(&reauthorise(
+        &fixture("hikvision-gb28181/07-unregister-auth.sip"),
+        &challenge,
+    ));
+    assert_eq!(bye.code(), 200, "{bye:?}");
+    assert!(bye.contacts().is_empty());
+}

@@ -91,3 +91,107 @@ fn tcp_binding_remembers_its_connection_source_and_deadline() {
     assert_eq!(b.q, Some(500));
     assert_eq!(b.expires_at_ms, 130_000);
 }
+
+fn invite(branch: &str) -> Vec<u8> {
+    format!(
+        "INVITE sip:bob@example.com SIP/2.0\r\n\
+         Via: SIP/2.0/UDP 198.51.100.9:5060;branch=z9hG4bK{branch}\r\n\
+         Max-Forwards: 70\r\n\
+         From: <sip:carol@example.com>;tag=c\r\n\
+         To: <sip:bob@example.com>\r\n\
+         Call-ID: inv-{branch}\r\n\
+         CSeq: 1 INVITE\r\n\
+         Content-Length: 0\r\n\r\n"
+    )
+    .into_bytes()
+}
+
+fn ack(branch: &str) -> Vec<u8> {
+    String::from_utf8(invite(branch))
+        .unwrap()
+        .replace("INVITE sip:", "ACK sip:")
+        .replace("CSeq: 1 INVITE", "CSeq: 1 ACK")
+        .into_bytes()
+}
+
+/// RFC 3261 §17.2.1: the 302 to an INVITE over UDP waits for its ACK under
+/// timers G and H, and the table forgets it on either.
+#[test]
+fn invite_transactions_end_on_ack_or_timer_h() {
+    let (r, _registry) = registrar();
+    let stats = WorkerStats::default();
+    let mut tx = TxCache::new();
+    let mut out = Output::default();
+    let caller: SocketAddr = "198.51.100.9:5060".parse().unwrap();
+    let mut send = |bytes: &[u8], transport: Transport, out: &mut Output, tx: &mut TxCache| {
+        let inb = Inbound {
+            bytes,
+            source: caller,
+            transport,
+            conn: None,
+        };
+        let mut ctx = WorkerCtx {
+            stats: &stats,
+            transactions: tx,
+        };
+        let now = Now {
+            mono_ms: 5_000,
+            unix_secs: 1_800_000_000,
+            unix_millis: 0,
+        };
+        r.handle(&inb, now, &mut ctx, out)
+    };
+    // Register bob first (no auth in this fixture).
+    let reg = String::from_utf8(REGISTER.to_vec()).unwrap();
+    assert_eq!(
+        send(reg.as_bytes(), Transport::Udp, &mut out, &mut tx),
+        Handled::Reply(200)
+    );
+
+    assert_eq!(
+        send(&invite("i1"), Transport::Udp, &mut out, &mut tx),
+        Handled::Reply(302)
+    );
+    let events: Vec<TimerEvent> = out.timers.iter().map(|t| t.event.clone()).collect();
+    assert!(
+        matches!(
+            events[..],
+            [
+                TimerEvent::InviteRetransmit { .. },
+                TimerEvent::InviteTimeout { .. }
+            ]
+        ),
+        "{events:?}"
+    );
+    assert_eq!(r.invites.len(), 1);
+    // Timer G re-arms with a doubled interval while no ACK has come.
+    let rearm = r.invites.on_timer(&events[0], 5_500);
+    assert!(
+        matches!(rearm, Some((6_500, TimerEvent::InviteRetransmit { .. }))),
+        "{rearm:?}"
+    );
+    // Timer H ends it; a later timer G finds nothing.
+    assert_eq!(r.invites.on_timer(&events[1], 37_000), None);
+    assert!(r.invites.is_empty());
+    assert_eq!(r.invites.on_timer(&events[0], 37_500), None);
+
+    // The ACK ends the next one; it is absorbed, never answered.
+    assert_eq!(
+        send(&invite("i2"), Transport::Udp, &mut out, &mut tx),
+        Handled::Reply(302)
+    );
+    assert_eq!(r.invites.len(), 1);
+    assert_eq!(
+        send(&ack("i2"), Transport::Udp, &mut out, &mut tx),
+        Handled::Dropped(sipreg::stats::Drop::Ack)
+    );
+    assert!(r.invites.is_empty());
+
+    // Over TCP there is no timer G at all.
+    assert_eq!(
+        send(&invite("i3"), Transport::Tcp, &mut out, &mut tx),
+        Handled::Reply(302)
+    );
+    assert!(out.timers.is_empty());
+    assert!(r.invites.is_empty());
+}
