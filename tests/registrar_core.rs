@@ -123,7 +123,7 @@ fn invite_transactions_end_on_ack_or_timer_h() {
     let mut tx = TxCache::new();
     let mut out = Output::default();
     let caller: SocketAddr = "198.51.100.9:5060".parse().unwrap();
-    let mut send = |bytes: &[u8], transport: Transport, out: &mut Output, tx: &mut TxCache| {
+    let send = |bytes: &[u8], transport: Transport, out: &mut Output, tx: &mut TxCache| {
         let inb = Inbound {
             bytes,
             source: caller,
