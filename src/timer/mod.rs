@@ -30,19 +30,15 @@ use std::sync::OnceLock;
 use std::thread::{self, JoinHandle};
 use std::time::{Duration, Instant};
 
-use crossbeam_channel::{Receiver, RecvTimeoutError, TryRecvError};
+use crossbeam_channel::{Receiver, TryRecvError};
 
-use self::wheel::Wheel;
-
-/// Longest the timer thread blocks waiting for a command. It wakes anyway at the next
-/// deadline; the cap only means an idle thread is not a special case (no "block
-/// forever" branch) for the price of ten wake-ups a second.
-const MAX_WAIT_MS: u64 = 100;
+use self::wheel::{Wheel, TICK_MS};
 
 /// Most commands applied between two advances of the wheel. Without a bound, senders
 /// that outpace the thread would keep it draining the channel and due timers would
-/// never fire; 4096 inserts take well under a tick.
-const MAX_BATCH: usize = 4096;
+/// never fire; 65 536 inserts take about a millisecond, well under a tick. When a
+/// batch is cut short the thread skips its next sleep.
+const MAX_BATCH: usize = 1 << 16;
 
 /// Milliseconds since the process-wide clock started (the first call to this
 /// function). Monotonic: never goes back, unaffected by wall-clock changes.
@@ -96,48 +92,42 @@ fn run<T>(rx: &Receiver<TimerCmd<T>>, mut fire: impl FnMut(T) -> Option<(u64, T)
     // Re-armed items wait here while the wheel is borrowed by `advance`; the
     // vector keeps its capacity, so steady state allocates nothing.
     let mut rearm: Vec<(u64, T)> = Vec::new();
+    let mut backlog = false;
     log::debug!("timer thread started");
     loop {
+        // Poll instead of blocking in `recv`: a sender then never has a parked
+        // receiver to wake, so scheduling an expiry costs a worker no futex
+        // syscall and this thread no context switch per REGISTER. Sleeping one
+        // tick (or less, when a deadline is nearer) keeps firing within a tick.
         let wait_ms = wheel
             .next_deadline_ms()
-            .map_or(MAX_WAIT_MS, |d| d.saturating_sub(now_ms()).min(MAX_WAIT_MS));
-        // Block for the first command only; the rest of a burst is taken without
-        // blocking so one wake-up handles a whole batch from the workers.
-        let first = if wait_ms == 0 {
-            rx.try_recv().map_err(|e| match e {
-                TryRecvError::Empty => RecvTimeoutError::Timeout,
-                TryRecvError::Disconnected => RecvTimeoutError::Disconnected,
-            })
-        } else {
-            rx.recv_timeout(Duration::from_millis(wait_ms))
-        };
-        match first {
-            Ok(cmd) => {
-                if !apply(&mut wheel, cmd) {
-                    break;
-                }
-                let mut stop = false;
-                for _ in 1..MAX_BATCH {
-                    match rx.try_recv() {
-                        Ok(cmd) => {
-                            if !apply(&mut wheel, cmd) {
-                                stop = true;
-                                break;
-                            }
-                        }
-                        // A disconnect is seen again, and acted on, by the next wait.
-                        Err(TryRecvError::Empty | TryRecvError::Disconnected) => break,
+            .map_or(TICK_MS, |d| d.saturating_sub(now_ms()).min(TICK_MS));
+        if wait_ms > 0 && !backlog {
+            thread::sleep(Duration::from_millis(wait_ms));
+        }
+        let mut stop = false;
+        backlog = true;
+        for _ in 0..MAX_BATCH {
+            match rx.try_recv() {
+                Ok(cmd) => {
+                    if !apply(&mut wheel, cmd) {
+                        stop = true;
+                        break;
                     }
                 }
-                if stop {
+                Err(TryRecvError::Empty) => {
+                    backlog = false;
+                    break;
+                }
+                Err(TryRecvError::Disconnected) => {
+                    log::debug!("timer thread: every sender dropped");
+                    stop = true;
                     break;
                 }
             }
-            Err(RecvTimeoutError::Timeout) => {}
-            Err(RecvTimeoutError::Disconnected) => {
-                log::debug!("timer thread: every sender dropped");
-                break;
-            }
+        }
+        if stop {
+            break;
         }
         wheel.advance(now_ms(), |item| rearm.extend(fire(item)));
         for (deadline_ms, item) in rearm.drain(..) {
