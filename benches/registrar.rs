@@ -19,14 +19,11 @@ use sipreg::stats::WorkerStats;
 
 fn registrar(no_auth: bool) -> Registrar {
     let policy = Policy {
-        min_expires: 60,
         max_expires: 3600,
         default_expires: 600,
-        max_contacts: 10,
-        domain: None,
         no_auth,
         nonce_ttl_secs: 3600,
-        redirect_auth: false,
+        ..Policy::default()
     };
     let creds = CredentialStore::new(b"sipreg").with_password(b"secret");
     Registrar::new(
@@ -86,11 +83,7 @@ impl Harness {
             stats: &self.stats,
             transactions: &mut self.tx,
         };
-        let now = Now {
-            mono_ms: self.now_ms,
-            unix_secs: 1_800_000_000,
-            unix_millis: 0,
-        };
+        let now = Now::at(self.now_ms, 1_800_000_000);
         self.registrar.handle(&inb, now, &mut ctx, &mut self.out)
     }
 }

@@ -77,14 +77,9 @@ fn register(cseq: u32, branch: &str, auth: &str) -> Vec<u8> {
 fn refresh_with_digest_allocates_nothing() {
     let registry = Arc::new(Registry::new());
     let policy = Policy {
-        min_expires: 60,
         max_expires: 3600,
         default_expires: 600,
-        max_contacts: 10,
-        domain: None,
-        no_auth: false,
-        nonce_ttl_secs: 300,
-        redirect_auth: false,
+        ..Policy::default()
     };
     let creds = CredentialStore::new(b"sipreg").with_password(b"secret");
     let registrar = Registrar::new(
@@ -108,11 +103,7 @@ fn refresh_with_digest_allocates_nothing() {
             stats: &stats,
             transactions: &mut tx,
         };
-        let now = Now {
-            mono_ms,
-            unix_secs: 1_800_000_000 + mono_ms / 1000,
-            unix_millis: 0,
-        };
+        let now = Now::at(mono_ms, 1_800_000_000 + mono_ms / 1000);
         let h = registrar.handle(&inb, now, &mut ctx, &mut out);
         (h, out.reply.clone(), out.timers.len())
     };
@@ -159,11 +150,7 @@ fn refresh_with_digest_allocates_nothing() {
             transport: Transport::Udp,
             conn: None,
         };
-        let now = Now {
-            mono_ms: 4000 + i as u64 * 1000,
-            unix_secs: 1_800_000_004 + i as u64,
-            unix_millis: 0,
-        };
+        let now = Now::at(4000 + i as u64 * 1000, 1_800_000_004 + i as u64);
         let (h, allocs) = counted(|| {
             let mut ctx = WorkerCtx {
                 stats: &stats,

@@ -57,14 +57,8 @@ impl Fixture {
         let sent = Arc::new(Recorder::default());
         platform.set_outbox(sent.clone());
         let policy = Policy {
-            min_expires: 60,
-            max_expires: 7200,
-            default_expires: 3600,
-            max_contacts: 10,
-            domain: None,
             no_auth: true,
-            nonce_ttl_secs: 300,
-            redirect_auth: false,
+            ..Policy::default()
         };
         let registrar = Registrar::new(
             policy,
@@ -97,11 +91,7 @@ impl Fixture {
             stats: &self.stats,
             transactions: &mut self.tx,
         };
-        let now = Now {
-            mono_ms,
-            unix_secs: 1_800_000_000 + mono_ms / 1000,
-            unix_millis: 0,
-        };
+        let now = Now::at(mono_ms, 1_800_000_000 + mono_ms / 1000);
         self.registrar.handle(&inb, now, &mut ctx, &mut self.out)
     }
 

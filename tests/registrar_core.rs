@@ -13,14 +13,10 @@ use sipreg::stats::WorkerStats;
 fn registrar() -> (Registrar, Arc<Registry>) {
     let registry = Arc::new(Registry::new());
     let policy = Policy {
-        min_expires: 60,
         max_expires: 3600,
         default_expires: 600,
-        max_contacts: 10,
-        domain: None,
         no_auth: true,
-        nonce_ttl_secs: 300,
-        redirect_auth: false,
+        ..Policy::default()
     };
     let r = Registrar::new(
         policy,
@@ -60,11 +56,7 @@ fn tcp_binding_remembers_its_connection_source_and_deadline() {
         transport: Transport::Tcp,
         conn: Some(conn),
     };
-    let now = Now {
-        mono_ms: 10_000,
-        unix_secs: 1_800_000_000,
-        unix_millis: 0,
-    };
+    let now = Now::at(10_000, 1_800_000_000);
     let mut ctx = WorkerCtx {
         stats: &stats,
         transactions: &mut tx,
@@ -134,11 +126,7 @@ fn invite_transactions_end_on_ack_or_timer_h() {
             stats: &stats,
             transactions: tx,
         };
-        let now = Now {
-            mono_ms: 5_000,
-            unix_secs: 1_800_000_000,
-            unix_millis: 0,
-        };
+        let now = Now::at(5_000, 1_800_000_000);
         r.handle(&inb, now, &mut ctx, out)
     };
     // Register bob first (no auth in this fixture).

@@ -40,6 +40,33 @@ pub struct Policy {
     pub redirect_auth: bool,
 }
 
+impl Default for Policy {
+    /// The command line's defaults (DESIGN.md contract), authentication on.
+    fn default() -> Self {
+        Policy {
+            min_expires: 60,
+            max_expires: 7200,
+            default_expires: 3600,
+            max_contacts: 10,
+            domain: None,
+            no_auth: false,
+            nonce_ttl_secs: 300,
+            redirect_auth: false,
+        }
+    }
+}
+
+impl Now {
+    /// A fixed instant (tests, benches, replay): monotonic ms and wall seconds.
+    pub fn at(mono_ms: u64, unix_secs: u64) -> Now {
+        Now {
+            mono_ms,
+            unix_secs,
+            unix_millis: 0,
+        }
+    }
+}
+
 /// State shared by every worker.
 pub struct Registrar {
     pub policy: Policy,
@@ -143,6 +170,15 @@ impl Registrar {
             nonce_counts,
             opaque,
         }
+    }
+
+    /// RFC 3261 §10.3 step 1 (and the same rule for redirected requests): with
+    /// `--domain`, only that Request-URI host is served.
+    fn serves_domain(&self, ruri: &Uri<'_>) -> bool {
+        self.policy
+            .domain
+            .as_ref()
+            .is_none_or(|d| ruri.host.eq_ignore_ascii_case(d.as_bytes()))
     }
 
     /// Serves GB28181 devices through `platform`.

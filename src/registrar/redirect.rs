@@ -173,10 +173,8 @@ fn answer(
     if !matches!(ruri.scheme, Scheme::Sip | Scheme::Sips) {
         return r.reject(out, msg, inb, 404, "Not Found");
     }
-    if let Some(domain) = &r.policy.domain {
-        if !ruri.host.eq_ignore_ascii_case(domain.as_bytes()) {
-            return r.reject(out, msg, inb, 404, "Domain Not Served");
-        }
+    if !r.serves_domain(ruri) {
+        return r.reject(out, msg, inb, 404, "Domain Not Served");
     }
     let mut key_buf = [0u8; MAX_AOR];
     let Some(aor) = aor_key(ruri, &mut key_buf) else {

@@ -32,10 +32,8 @@ pub(super) fn handle(
     if ruri.scheme == Scheme::Tel {
         return r.reject(out, msg, inb, 416, "Unsupported URI Scheme");
     }
-    if let Some(domain) = &r.policy.domain {
-        if !ruri.host.eq_ignore_ascii_case(domain.as_bytes()) {
-            return r.reject(out, msg, inb, 404, "Domain Not Served");
-        }
+    if !r.serves_domain(ruri) {
+        return r.reject(out, msg, inb, 404, "Domain Not Served");
     }
     // Step 5 (checked early so nothing is challenged that cannot register):
     // the To header holds a SIP address-of-record.
