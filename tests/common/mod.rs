@@ -1,3 +1,5 @@
 pub mod client;
+pub mod peers;
 pub mod server;
+pub mod sipp;
 pub mod vectors;

@@ -1,32 +1,44 @@
 //! Runs the real `sipreg` binary on loopback for black-box tests.
 //!
 //! Every server listens on `127.0.0.1:0`, so tests run in parallel without
-//! port clashes; the port is read from the binary's first stdout line. The
+//! port clashes; the SIP port is read from the binary's first stdout line, the
+//! admin (HTTP) port from its second. The
 //! server's stderr is collected and printed when a test fails, and the process
 //! gets SIGTERM (then SIGKILL after a deadline) when the [`Server`] is dropped.
 #![allow(dead_code)]
 
 use std::io::{BufRead, BufReader, Read};
-use std::net::SocketAddr;
+use std::net::{Ipv4Addr, SocketAddr};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread;
 use std::time::{Duration, Instant};
 
-/// How long the binary may take to print its listening line.
+use super::peers::{signal, tail, wait_until};
+
+/// How long the binary may take to print its two listening lines.
 const START_TIMEOUT: Duration = Duration::from_secs(15);
 /// How long it may take to exit after SIGTERM before it is killed.
 const STOP_TIMEOUT: Duration = Duration::from_secs(5);
 
 pub const BIN: &str = env!("CARGO_BIN_EXE_sipreg");
 
+/// The realm and the shared password (`--password`, GB28181 style) of
+/// [`DEFAULT_ARGS`].
+pub const REALM: &str = "sipreg";
+pub const PASSWORD: &str = "secret";
+
+/// Realm, shared password and two worker threads; the binary's own expiry
+/// limits (the interop tests use these).
+pub const BASIC_ARGS: &[&str] = &["--realm", REALM, "--password", PASSWORD, "--threads", "2"];
+
 /// The arguments most tests use: shared password `secret`, realm `sipreg`.
 pub const DEFAULT_ARGS: &[&str] = &[
     "--realm",
-    "sipreg",
+    REALM,
     "--password",
-    "secret",
+    PASSWORD,
     "--threads",
     "2",
     "--min-expires",
@@ -40,12 +52,14 @@ pub const DEFAULT_ARGS: &[&str] = &[
 pub struct Server {
     child: Option<Child>,
     addr: SocketAddr,
+    http: SocketAddr,
     stderr: Arc<Mutex<Vec<u8>>>,
 }
 
 impl Server {
     /// Starts `sipreg --listen 127.0.0.1:0 --http 127.0.0.1:0 <args>` and waits
-    /// for `sipreg listening on 127.0.0.1:PORT (udp+tcp)`.
+    /// for `sipreg listening on 127.0.0.1:PORT (udp+tcp)`, then
+    /// `sipreg admin on 127.0.0.1:PORT (http)`.
     pub fn start(args: &[&str]) -> Server {
         let mut child = command(args)
             .stdout(Stdio::piped())
@@ -58,33 +72,44 @@ impl Server {
         let stdout = child.stdout.take().expect("stdout piped");
         thread::spawn(move || {
             let mut lines = BufReader::new(stdout).lines();
-            if let Some(Ok(first)) = lines.next() {
-                let _ = tx.send(first);
+            for line in lines.by_ref().take(2) {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
             }
+            drop(tx);
             // Keep draining so the server never blocks on a full pipe.
             for _ in lines {}
         });
 
-        let line = match rx.recv_timeout(START_TIMEOUT) {
-            Ok(line) => line,
-            Err(_) => {
+        let deadline = Instant::now() + START_TIMEOUT;
+        let mut expect = |which: &str, parse: fn(&str) -> Option<SocketAddr>| {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let line = match rx.recv_timeout(left) {
+                Ok(line) => line,
+                Err(_) => {
+                    let _ = child.kill();
+                    let status = child.wait().ok();
+                    panic!(
+                        "sipreg {args:?} printed no {which} line within {START_TIMEOUT:?} \
+                         (exit: {status:?}); stderr:\n{}",
+                        String::from_utf8_lossy(&stderr.lock().unwrap())
+                    );
+                }
+            };
+            parse(&line).unwrap_or_else(|| {
                 let _ = child.kill();
-                let status = child.wait().ok();
-                panic!(
-                    "sipreg {args:?} printed no listening line within {START_TIMEOUT:?} \
-                     (exit: {status:?}); stderr:\n{}",
-                    String::from_utf8_lossy(&stderr.lock().unwrap())
-                );
-            }
+                let _ = child.wait();
+                panic!("unexpected {which} stdout line {line:?}");
+            })
         };
-        let Some(addr) = parse_listening_line(&line) else {
-            let _ = child.kill();
-            let _ = child.wait();
-            panic!("unexpected first stdout line {line:?}");
-        };
+        let addr = expect("listening", parse_listening_line);
+        let http = expect("admin", parse_admin_line);
         Server {
             child: Some(child),
             addr,
+            http,
             stderr,
         }
     }
@@ -115,6 +140,11 @@ impl Server {
         self.addr
     }
 
+    /// The admin API (HTTP) address.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -122,6 +152,11 @@ impl Server {
     /// What the server wrote to stderr so far.
     pub fn stderr(&self) -> String {
         String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// The end of [`Server::stderr`] under a heading, for failure reports.
+    pub fn stderr_report(&self) -> String {
+        format!("--- sipreg stderr ---\n{}", tail(&self.stderr(), 4000))
     }
 
     /// True while the process has not exited.
@@ -134,7 +169,7 @@ impl Server {
     /// in which case the test fails).
     pub fn stop_with(mut self, signal: libc::c_int) -> ExitStatus {
         let mut child = self.child.take().expect("not stopped");
-        match signal_and_wait(&mut child, signal) {
+        match signal_and_wait(&mut child, signal, STOP_TIMEOUT) {
             Some(status) => status,
             None => panic!(
                 "sipreg did not exit within {STOP_TIMEOUT:?} of signal {signal}; stderr:\n{}",
@@ -142,12 +177,29 @@ impl Server {
             ),
         }
     }
+
+    /// SIGTERM, then waits up to `timeout` for a clean exit (status 0). `Err`
+    /// says why not: the server had already exited, exited otherwise, or had
+    /// to be killed. Its stderr stays readable afterwards.
+    pub fn stop_cleanly(&mut self, timeout: Duration) -> Result<(), String> {
+        let mut child = self.child.take().expect("not stopped");
+        if let Ok(Some(status)) = child.try_wait() {
+            return Err(format!("sipreg had already exited: {status}"));
+        }
+        match signal_and_wait(&mut child, libc::SIGTERM, timeout) {
+            Some(status) if status.success() => Ok(()),
+            Some(status) => Err(format!("sipreg exited with {status} after SIGTERM")),
+            None => Err(format!(
+                "sipreg did not exit within {timeout:?} of SIGTERM (killed)"
+            )),
+        }
+    }
 }
 
 impl Drop for Server {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let exited = signal_and_wait(&mut child, libc::SIGTERM);
+            let exited = signal_and_wait(&mut child, libc::SIGTERM, STOP_TIMEOUT);
             if thread::panicking() || exited.is_none() {
                 eprintln!(
                     "--- sipreg stderr ({}) ---\n{}",
@@ -230,31 +282,32 @@ fn collect(mut pipe: impl Read + Send + 'static) -> Arc<Mutex<Vec<u8>>> {
     buf
 }
 
-fn parse_listening_line(line: &str) -> Option<SocketAddr> {
-    line.strip_prefix("sipreg listening on ")?
-        .strip_suffix(" (udp+tcp)")?
-        .parse()
-        .ok()
+/// `sipreg listening on 127.0.0.1:PORT (udp+tcp)` → the SIP address.
+pub fn parse_listening_line(line: &str) -> Option<SocketAddr> {
+    parse_line(line, "sipreg listening on ", " (udp+tcp)")
 }
 
-/// Sends `signal` to the child (by its own PID) and waits up to
-/// [`STOP_TIMEOUT`]; SIGKILLs it and returns `None` if it does not exit.
-fn signal_and_wait(child: &mut Child, signal: libc::c_int) -> Option<ExitStatus> {
+/// `sipreg admin on 127.0.0.1:PORT (http)` → the admin API address.
+pub fn parse_admin_line(line: &str) -> Option<SocketAddr> {
+    parse_line(line, "sipreg admin on ", " (http)")
+}
+
+/// `PREFIX127.0.0.1:PORTSUFFIX` → 127.0.0.1:PORT (port not 0).
+fn parse_line(line: &str, prefix: &str, suffix: &str) -> Option<SocketAddr> {
+    let addr: SocketAddr = line
+        .strip_prefix(prefix)?
+        .strip_suffix(suffix)?
+        .parse()
+        .ok()?;
+    (addr.ip() == Ipv4Addr::LOCALHOST && addr.port() != 0).then_some(addr)
+}
+
+/// Sends `sig` to the child (by its own PID) and waits up to `timeout`;
+/// SIGKILLs it and returns `None` if it does not exit.
+fn signal_and_wait(child: &mut Child, sig: libc::c_int, timeout: Duration) -> Option<ExitStatus> {
     if let Ok(Some(status)) = child.try_wait() {
         return Some(status);
     }
-    let pid = libc::pid_t::try_from(child.id()).expect("pid fits pid_t");
-    // SAFETY: kill(2) has no memory-safety preconditions; `pid` is our own
-    // child, which has not been reaped yet, so the PID cannot have been reused.
-    unsafe { libc::kill(pid, signal) };
-    let deadline = Instant::now() + STOP_TIMEOUT;
-    while Instant::now() < deadline {
-        if let Ok(Some(status)) = child.try_wait() {
-            return Some(status);
-        }
-        thread::sleep(Duration::from_millis(10));
-    }
-    let _ = child.kill();
-    let _ = child.wait();
-    None
+    signal(child, sig);
+    wait_until(child, timeout)
 }
