@@ -7,6 +7,8 @@
 pub mod admin;
 pub mod auth;
 pub mod config;
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod gb28181;
 pub mod registrar;
 pub mod registry;
