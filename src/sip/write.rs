@@ -10,6 +10,7 @@ use memchr::memchr;
 
 use super::bytes::{self, push_u64};
 use super::header::HeaderId;
+use super::list::ListIter;
 use super::message::Message;
 use super::via::{Rport, Via};
 
@@ -39,14 +40,25 @@ impl<'o> ResponseWriter<'o> {
         out.extend_from_slice(reason);
         out.extend_from_slice(b"\r\n");
 
-        for (i, via) in req.list(HeaderId::Via).enumerate() {
-            out.extend_from_slice(b"Via: ");
-            if i == 0 {
-                write_top_via(out, via, source);
-            } else {
-                push_unfolded(out, via);
+        // One Via line per Via line of the request, elements comma-joined
+        // (RFC 3261 §7.3.1), so the answer never has more header lines than
+        // the request; empty elements (stray commas) are not copied.
+        let mut top = true;
+        for header in req.all(HeaderId::Via) {
+            let mut first_on_line = true;
+            for via in ListIter::new(header.value).filter(|v| !v.is_empty()) {
+                out.extend_from_slice(if first_on_line { b"Via: " } else { b", " });
+                first_on_line = false;
+                if top {
+                    write_top_via(out, via, source);
+                    top = false;
+                } else {
+                    push_unfolded(out, via);
+                }
             }
-            out.extend_from_slice(b"\r\n");
+            if !first_on_line {
+                out.extend_from_slice(b"\r\n");
+            }
         }
         if let Some(from) = req.value(HeaderId::From) {
             line(out, b"From", from);
@@ -195,8 +207,7 @@ mod tests {
             text,
             "SIP/2.0 200 OK\r\n\
              Via: SIP/2.0/UDP 10.0.0.2:7100;rport=40000;branch=z9hG4bK1;received=198.51.100.7\r\n\
-             Via: SIP/2.0/UDP p ;branch=z9hG4bK0\r\n\
-             Via: SIP/2.0/TCP q\r\n\
+             Via: SIP/2.0/UDP p ;branch=z9hG4bK0, SIP/2.0/TCP q\r\n\
              From: <sip:a@h>;tag=1\r\n\
              To: <sip:a@h>;tag=srv1\r\n\
              Call-ID: c1\r\n\
@@ -205,6 +216,22 @@ mod tests {
              Min-Expires: 30\r\n\
              Content-Length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn stray_via_commas_are_not_copied() {
+        let mut req = b"OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP a;branch=z9hG4bK1,,,\r\nVia: ,,\r\nf: <sip:a@h>;tag=1\r\nt: <sip:b@h>\r\ni: c\r\nCSeq: 1 OPTIONS\r\n".to_vec();
+        for _ in 0..50 {
+            req.extend_from_slice(b"X-Pad: 1\r\n");
+        }
+        req.extend_from_slice(b"\r\n");
+        let msg = scan(&req).unwrap();
+        let mut out = Vec::new();
+        ResponseWriter::start(&mut out, &msg, 400, b"Bad", src(), b"t").finish(b"");
+        let text = String::from_utf8(out.clone()).unwrap();
+        assert_eq!(text.matches("Via: ").count(), 1, "{text}");
+        assert!(text.contains("Via: SIP/2.0/UDP a;branch=z9hG4bK1;received=198.51.100.7\r\n"));
+        assert!(scan(&out).is_ok());
     }
 
     #[test]
