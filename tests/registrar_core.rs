@@ -183,3 +183,27 @@ fn invite_transactions_end_on_ack_or_timer_h() {
     assert!(out.timers.is_empty());
     assert!(r.invites.is_empty());
 }
+
+/// Nobody to answer: a request whose Via holds only empty elements is dropped
+/// and counted, not answered with a Via-less 400 (a fuzzing finding).
+#[test]
+fn request_without_a_usable_via_is_dropped() {
+    let (r, _registry) = registrar();
+    let stats = WorkerStats::default();
+    let mut tx = TxCache::new();
+    let mut out = Output::default();
+    let bytes = b"OPTIONS sip:h SIP/2.0\r\nVia: \t, \r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
+    let inb = Inbound {
+        bytes,
+        source: "198.51.100.9:5060".parse().unwrap(),
+        transport: Transport::Udp,
+        conn: None,
+    };
+    let mut ctx = WorkerCtx {
+        stats: &stats,
+        transactions: &mut tx,
+    };
+    let handled = r.handle(&inb, Now::at(1_000, 1_800_000_000), &mut ctx, &mut out);
+    assert_eq!(handled, Handled::Dropped(sipreg::stats::Drop::Unparseable));
+    assert!(out.reply.is_empty());
+}

@@ -221,6 +221,10 @@ impl Registrar {
                 None => Handled::Dropped(Drop::StrayResponse),
             };
         };
+        // Without a Via there is no one to answer (RFC 3261 §18.2.2): drop.
+        if msg.top_via().is_none_or(<[u8]>::is_empty) {
+            return Handled::Dropped(Drop::Unparseable);
+        }
         WorkerStats::inc(&ctx.stats.requests[method_index(req.method)]);
         if req.method == Method::Ack {
             // RFC 3261 §17.2.1: ACK is absorbed, never answered; it ends the

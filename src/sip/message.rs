@@ -310,7 +310,7 @@ pub fn scan(buf: &[u8]) -> Result<Message<'_>, ScanError> {
 /// for anything whose header section cannot be read at all: those are dropped.
 pub fn scan_for_reply(buf: &[u8]) -> Option<Message<'_>> {
     let msg = scan_inner(buf, Mode::ForReply).ok()?;
-    (msg.is_request() && msg.top_via().is_some()).then_some(msg)
+    (msg.is_request() && msg.top_via().is_some_and(|v| !v.is_empty())).then_some(msg)
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
