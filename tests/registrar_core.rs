@@ -207,3 +207,32 @@ fn request_without_a_usable_via_is_dropped() {
     assert_eq!(handled, Handled::Dropped(sipreg::stats::Drop::Unparseable));
     assert!(out.reply.is_empty());
 }
+
+/// An INVITE flood cannot grow the table of answers awaiting an ACK past its
+/// bound; answers beyond it are still sent, just not repeated.
+#[test]
+fn invite_flood_is_bounded() {
+    let (r, _registry) = registrar();
+    let stats = WorkerStats::default();
+    let mut tx = TxCache::new();
+    let mut out = Output::default();
+    let caller: SocketAddr = "198.51.100.9:5060".parse().unwrap();
+    let limit = sipreg::registrar::redirect::MAX_INVITE_TRANSACTIONS;
+    for i in 0..limit + 100 {
+        let bytes = invite(&format!("flood{i}"));
+        let inb = Inbound {
+            bytes: &bytes,
+            source: caller,
+            transport: Transport::Udp,
+            conn: None,
+        };
+        let mut ctx = WorkerCtx {
+            stats: &stats,
+            transactions: &mut tx,
+        };
+        // Unknown AOR: 404, which an INVITE over UDP also repeats until ACK.
+        let h = r.handle(&inb, Now::at(1_000, 1_800_000_000), &mut ctx, &mut out);
+        assert_eq!(h, Handled::Reply(404));
+    }
+    assert_eq!(r.invites.len(), limit);
+}
