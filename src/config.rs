@@ -80,6 +80,8 @@ OPTIONS:
   --max-contacts N          bindings per address-of-record (default 10)
   --threads N               worker threads (default: number of cores)
   --state FILE              snapshot path, loaded at start and saved periodically
+                            (not implemented yet: refused rather than ignored, so
+                            nobody counts on bindings surviving a restart)
   --state-interval S        seconds between snapshots (default 30)
   --domain DOMAIN           accept only this Request-URI domain (default: any)
   --tcp-idle-timeout S      close TCP connections idle this long (default 600)
@@ -108,6 +110,8 @@ pub enum ConfigError {
         default: u32,
         max: u32,
     },
+    /// A contract flag whose feature does not exist yet.
+    NotImplemented(&'static str),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -120,6 +124,10 @@ impl std::fmt::Display for ConfigError {
             }
             ConfigError::NoCredentials => f.write_str(
                 "no credentials: give --users FILE and/or --password PASSWORD, or --no-auth to serve without authentication",
+            ),
+            ConfigError::NotImplemented(flag) => write!(
+                f,
+                "option {flag}: state snapshots are not implemented yet; without it bindings live in memory only"
             ),
             ConfigError::ExpiresOrder { min, default, max } => write!(
                 f,
@@ -203,6 +211,9 @@ impl Config {
                 }
                 _ => return Err(ConfigError::UnknownFlag(arg)),
             }
+        }
+        if c.state.is_some() {
+            return Err(ConfigError::NotImplemented("--state"));
         }
         if c.users.is_none() && c.password.is_none() && !c.no_auth {
             return Err(ConfigError::NoCredentials);
