@@ -27,6 +27,8 @@ pub struct Config {
     pub tcp_idle_timeout: u32,
     pub query_timeout: u32,
     pub redirect_auth: bool,
+    pub rate_limit: u32,
+    pub rate_burst: u32,
 }
 
 impl Default for Config {
@@ -52,6 +54,8 @@ impl Default for Config {
             tcp_idle_timeout: 600,
             query_timeout: 32,
             redirect_auth: false,
+            rate_limit: 0,
+            rate_burst: 0,
         }
     }
 }
@@ -85,6 +89,11 @@ OPTIONS:
   --state-interval S        seconds between snapshots (default 30)
   --domain DOMAIN           accept only this Request-URI domain (default: any)
   --tcp-idle-timeout S      close TCP connections idle this long (default 600)
+  --rate-limit N            requests per second per source IP and worker; over
+                            it 503 + Retry-After, far over it silent drops
+                            (default 0: off, since NATs put many phones behind
+                            one address; size it to your largest site)
+  --rate-burst B            requests a source may send at once (default 2 x N)
   --query-timeout S         GB28181: a catalog not complete after this long is
                             reported partial (default 32, RFC 3261 timer F)
   -h, --help                print this help
@@ -174,6 +183,14 @@ impl Config {
                 "--password" => c.password = Some(non_empty("--password", value("--password")?)?),
                 "--no-auth" => c.no_auth = true,
                 "--redirect-auth" => c.redirect_auth = true,
+                "--rate-limit" => {
+                    c.rate_limit = parse(
+                        "--rate-limit",
+                        value("--rate-limit")?,
+                        "a number of requests per second",
+                    )?
+                }
+                "--rate-burst" => c.rate_burst = positive("--rate-burst", value("--rate-burst")?)?,
                 "--min-expires" => {
                     c.min_expires = seconds("--min-expires", value("--min-expires")?)?
                 }
@@ -211,6 +228,9 @@ impl Config {
                 }
                 _ => return Err(ConfigError::UnknownFlag(arg)),
             }
+        }
+        if c.rate_burst == 0 {
+            c.rate_burst = c.rate_limit.saturating_mul(2).max(1);
         }
         if c.state.is_some() {
             return Err(ConfigError::NotImplemented("--state"));

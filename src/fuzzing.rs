@@ -183,6 +183,7 @@ impl RequestHarness {
         let mut ctx = WorkerCtx {
             stats: &self.stats,
             transactions: &mut self.tx,
+            limiter: None,
         };
         let now = Now::at(self.now_ms, 1_800_000_000 + self.now_ms / 1000);
         let _ = self.registrar.handle(&inb, now, &mut ctx, &mut self.out);

@@ -163,6 +163,8 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             id: i as u16,
             tcp_idle_timeout_ms: u64::from(cfg.tcp_idle_timeout) * 1000,
             max_connections: MAX_CONNECTIONS_PER_WORKER,
+            rate_limit: cfg.rate_limit,
+            rate_burst: cfg.rate_burst,
         };
         let (cmd_tx, cmd_rx) = crossbeam_channel::bounded(COMMAND_QUEUE);
         let (worker, waker) = Worker::new(

@@ -20,15 +20,18 @@ pub enum Drop {
     KeepAlive,
     /// A TCP stream that could not be framed; the connection was closed.
     BadStream,
+    /// A source far over `--rate-limit` (silent drop).
+    RateLimited,
 }
 
 impl Drop {
-    pub const ALL: [Drop; 5] = [
+    pub const ALL: [Drop; 6] = [
         Drop::Unparseable,
         Drop::StrayResponse,
         Drop::Ack,
         Drop::KeepAlive,
         Drop::BadStream,
+        Drop::RateLimited,
     ];
 
     pub fn label(self) -> &'static str {
@@ -38,6 +41,7 @@ impl Drop {
             Drop::Ack => "ack",
             Drop::KeepAlive => "keepalive",
             Drop::BadStream => "bad_stream",
+            Drop::RateLimited => "rate_limited",
         }
     }
 }
@@ -109,6 +113,8 @@ pub struct WorkerStats {
     pub auth_challenges: AtomicU64,
     pub auth_failures: AtomicU64,
     pub retransmissions: AtomicU64,
+    /// Requests answered 503 for exceeding `--rate-limit`.
+    pub rate_limited: AtomicU64,
     pub bindings_added: AtomicU64,
     pub bindings_refreshed: AtomicU64,
     pub bindings_removed: AtomicU64,

@@ -102,6 +102,7 @@ fn refresh_with_digest_allocates_nothing() {
         let mut ctx = WorkerCtx {
             stats: &stats,
             transactions: &mut tx,
+            limiter: None,
         };
         let now = Now::at(mono_ms, 1_800_000_000 + mono_ms / 1000);
         let h = registrar.handle(&inb, now, &mut ctx, &mut out);
@@ -155,6 +156,7 @@ fn refresh_with_digest_allocates_nothing() {
             let mut ctx = WorkerCtx {
                 stats: &stats,
                 transactions: &mut tx,
+                limiter: None,
             };
             registrar.handle(&inb, now, &mut ctx, &mut out)
         });

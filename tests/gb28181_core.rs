@@ -90,6 +90,7 @@ impl Fixture {
         let mut ctx = WorkerCtx {
             stats: &self.stats,
             transactions: &mut self.tx,
+            limiter: None,
         };
         let now = Now::at(mono_ms, 1_800_000_000 + mono_ms / 1000);
         self.registrar.handle(&inb, now, &mut ctx, &mut self.out)

@@ -60,6 +60,7 @@ fn tcp_binding_remembers_its_connection_source_and_deadline() {
     let mut ctx = WorkerCtx {
         stats: &stats,
         transactions: &mut tx,
+        limiter: None,
     };
     assert_eq!(r.handle(&inb, now, &mut ctx, &mut out), Handled::Reply(200));
     let reply = String::from_utf8_lossy(&out.reply).into_owned();
@@ -125,6 +126,7 @@ fn invite_transactions_end_on_ack_or_timer_h() {
         let mut ctx = WorkerCtx {
             stats: &stats,
             transactions: tx,
+            limiter: None,
         };
         let now = Now::at(5_000, 1_800_000_000);
         r.handle(&inb, now, &mut ctx, out)
@@ -202,6 +204,7 @@ fn request_without_a_usable_via_is_dropped() {
     let mut ctx = WorkerCtx {
         stats: &stats,
         transactions: &mut tx,
+        limiter: None,
     };
     let handled = r.handle(&inb, Now::at(1_000, 1_800_000_000), &mut ctx, &mut out);
     assert_eq!(handled, Handled::Dropped(sipreg::stats::Drop::Unparseable));
@@ -229,6 +232,7 @@ fn invite_flood_is_bounded() {
         let mut ctx = WorkerCtx {
             stats: &stats,
             transactions: &mut tx,
+            limiter: None,
         };
         // Unknown AOR: 404, which an INVITE over UDP also repeats until ACK.
         let h = r.handle(&inb, Now::at(1_000, 1_800_000_000), &mut ctx, &mut out);

@@ -217,7 +217,7 @@ pub fn render(state: &AdminState, out: &mut String) {
             sum(w, |s| &s.drops[d as usize]),
         );
     }
-    let counters: [(&str, &str, Field); 9] = [
+    let counters: [(&str, &str, Field); 10] = [
         (
             "parse_errors_total",
             "Requests answered 4xx/5xx because they were malformed.",
@@ -237,6 +237,11 @@ pub fn render(state: &AdminState, out: &mut String) {
             "retransmissions_total",
             "Retransmitted requests answered from the transaction cache.",
             |s| &s.retransmissions,
+        ),
+        (
+            "rate_limited_total",
+            "Requests answered 503 for exceeding --rate-limit (silent drops are in drops_total).",
+            |s| &s.rate_limited,
         ),
         (
             "bindings_added_total",

@@ -3,6 +3,7 @@
 //! calls [`Registrar::handle`] and sends what it writes.
 
 pub mod date;
+pub mod limits;
 pub mod redirect;
 mod register;
 pub mod txcache;
@@ -149,6 +150,8 @@ pub enum Handled {
 pub struct WorkerCtx<'w> {
     pub stats: &'w WorkerStats,
     pub transactions: &'w mut TxCache,
+    /// Per-source rate limiting (`--rate-limit`), when enabled.
+    pub limiter: Option<&'w mut limits::RateLimiter>,
 }
 
 impl Registrar {
@@ -203,6 +206,23 @@ impl Registrar {
             .all(|&c| matches!(c, b'\r' | b'\n' | b' ' | b'\t' | 0))
         {
             return Handled::Dropped(Drop::KeepAlive);
+        }
+        if let Some(limiter) = ctx.limiter.as_deref_mut() {
+            match limiter.check(inb.source.ip(), now.mono_ms) {
+                limits::RateVerdict::Allow => {}
+                limits::RateVerdict::Drop => return Handled::Dropped(Drop::RateLimited),
+                limits::RateVerdict::Throttle => {
+                    WorkerStats::inc(&ctx.stats.rate_limited);
+                    let Some(m) = scan_for_reply(inb.bytes) else {
+                        return Handled::Dropped(Drop::RateLimited);
+                    };
+                    // RFC 3261 §21.5.4: come back later.
+                    let mut w = self.start(out, &m, inb, 503, b"Service Unavailable");
+                    w.header("Retry-After", b"1");
+                    w.finish(b"");
+                    return Handled::Reply(503);
+                }
+            }
         }
         let msg = match scan(inb.bytes) {
             Ok(m) => m,

@@ -17,6 +17,7 @@ use crossbeam_channel::{Receiver, Sender};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::gb28181::{Dest, Outbox};
+use crate::registrar::limits::RateLimiter;
 use crate::registrar::txcache::TxCache;
 use crate::registrar::{Handled, Inbound, Now, Output, Registrar, TimerEvent, WorkerCtx};
 use crate::registry::{ConnRef, Transport};
@@ -38,6 +39,9 @@ pub struct WorkerConfig {
     pub tcp_idle_timeout_ms: u64,
     /// Most simultaneous TCP connections this worker accepts.
     pub max_connections: usize,
+    /// `--rate-limit` requests per second per source IP (0: off) and burst.
+    pub rate_limit: u32,
+    pub rate_burst: u32,
 }
 
 /// A worker thread's whole state.
@@ -50,6 +54,7 @@ pub struct Worker {
     registrar: Arc<Registrar>,
     stats: Arc<WorkerStats>,
     transactions: TxCache,
+    limiter: Option<RateLimiter>,
     out: Output,
     rx: mmsg::RxBatch,
     tx: mmsg::TxBatch,
@@ -125,6 +130,8 @@ impl Worker {
                 registrar,
                 stats,
                 transactions: TxCache::new(),
+                limiter: (cfg.rate_limit > 0)
+                    .then(|| RateLimiter::new(cfg.rate_limit, cfg.rate_burst)),
                 out: Output::default(),
                 rx: mmsg::RxBatch::new(),
                 tx: mmsg::TxBatch::default(),
@@ -207,14 +214,12 @@ impl Worker {
                     transport: Transport::Udp,
                     conn: None,
                 };
-                let handled = process(
-                    &self.registrar,
-                    &self.stats,
-                    &mut self.transactions,
-                    &mut self.out,
-                    &self.timers,
-                    &inb,
-                );
+                let mut ctx = WorkerCtx {
+                    stats: &self.stats,
+                    transactions: &mut self.transactions,
+                    limiter: self.limiter.as_mut(),
+                };
+                let handled = process(&self.registrar, &mut ctx, &mut self.out, &self.timers, &inb);
                 if let Handled::Reply(_) = handled {
                     self.tx.push(&self.out.reply, source);
                 }
@@ -281,6 +286,7 @@ impl Worker {
         let worker = self.cfg.id;
         let (registrar, stats, timers) = (&self.registrar, &self.stats, &self.timers);
         let (transactions, out) = (&mut self.transactions, &mut self.out);
+        let limiter = &mut self.limiter;
         self.conns.read(
             token,
             now_ms(),
@@ -292,9 +298,12 @@ impl Worker {
                     transport: Transport::Tcp,
                     conn: Some(ConnRef { worker, token, id }),
                 };
-                if let Handled::Reply(_) =
-                    process(registrar, stats, transactions, out, timers, &inb)
-                {
+                let mut ctx = WorkerCtx {
+                    stats,
+                    transactions,
+                    limiter: limiter.as_mut(),
+                };
+                if let Handled::Reply(_) = process(registrar, &mut ctx, out, timers, &inb) {
                     wbuf.extend_from_slice(&out.reply);
                 }
             },
@@ -306,17 +315,13 @@ impl Worker {
 /// expiry timers it produced. Shared by the UDP and TCP paths.
 fn process(
     registrar: &Registrar,
-    stats: &WorkerStats,
-    transactions: &mut TxCache,
+    ctx: &mut WorkerCtx<'_>,
     out: &mut Output,
     timers: &Sender<TimerCmd<TimerEvent>>,
     inb: &Inbound<'_>,
 ) -> Handled {
-    let mut ctx = WorkerCtx {
-        stats,
-        transactions,
-    };
-    let handled = registrar.handle(inb, now(), &mut ctx, out);
+    let handled = registrar.handle(inb, now(), ctx, out);
+    let stats = ctx.stats;
     match handled {
         Handled::Reply(code) => stats.response(code),
         Handled::Dropped(why) => stats.drop(why),
