@@ -82,6 +82,7 @@ impl Harness {
         let mut ctx = WorkerCtx {
             stats: &self.stats,
             transactions: &mut self.tx,
+            limiter: None,
         };
         let now = Now::at(self.now_ms, 1_800_000_000);
         self.registrar.handle(&inb, now, &mut ctx, &mut self.out)
