@@ -10,21 +10,62 @@ use sipreg::registrar::{Handled, Inbound, Now, Output, Policy, Registrar, TimerE
 use sipreg::registry::{ConnRef, Registry, Transport};
 use sipreg::stats::WorkerStats;
 
-fn registrar() -> (Registrar, Arc<Registry>) {
-    let registry = Arc::new(Registry::new());
-    let policy = Policy {
-        max_expires: 3600,
-        default_expires: 600,
-        no_auth: true,
-        ..Policy::default()
-    };
-    let r = Registrar::new(
-        policy,
-        registry.clone(),
-        CredentialStore::new(b"sipreg"),
-        NonceSecret::random().expect("urandom"),
-    );
-    (r, registry)
+/// A no-auth registrar and the per-worker state a transport would lend it.
+struct Core {
+    r: Registrar,
+    registry: Arc<Registry>,
+    stats: WorkerStats,
+    tx: TxCache,
+    out: Output,
+}
+
+impl Core {
+    fn new() -> Core {
+        let registry = Arc::new(Registry::new());
+        let policy = Policy {
+            max_expires: 3600,
+            default_expires: 600,
+            no_auth: true,
+            ..Policy::default()
+        };
+        let r = Registrar::new(
+            policy,
+            registry.clone(),
+            CredentialStore::new(b"sipreg"),
+            NonceSecret::random().expect("urandom"),
+        );
+        Core {
+            r,
+            registry,
+            stats: WorkerStats::default(),
+            tx: TxCache::new(),
+            out: Output::default(),
+        }
+    }
+
+    /// One request from `source` at monotonic time `mono_ms`.
+    fn send(
+        &mut self,
+        bytes: &[u8],
+        source: SocketAddr,
+        transport: Transport,
+        conn: Option<ConnRef>,
+        mono_ms: u64,
+    ) -> Handled {
+        let inb = Inbound {
+            bytes,
+            source,
+            transport,
+            conn,
+        };
+        let mut ctx = WorkerCtx {
+            stats: &self.stats,
+            transactions: &mut self.tx,
+            limiter: None,
+        };
+        let now = Now::at(mono_ms, 1_800_000_000);
+        self.r.handle(&inb, now, &mut ctx, &mut self.out)
+    }
 }
 
 const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\n\
@@ -40,29 +81,16 @@ Content-Length: 0\r\n\r\n";
 
 #[test]
 fn tcp_binding_remembers_its_connection_source_and_deadline() {
-    let (r, registry) = registrar();
-    let stats = WorkerStats::default();
-    let mut tx = TxCache::new();
-    let mut out = Output::default();
+    let mut core = Core::new();
     let source: SocketAddr = "198.51.100.4:40111".parse().unwrap();
     let conn = ConnRef {
         worker: 1,
         token: 7,
         id: 4242,
     };
-    let inb = Inbound {
-        bytes: REGISTER,
-        source,
-        transport: Transport::Tcp,
-        conn: Some(conn),
-    };
-    let now = Now::at(10_000, 1_800_000_000);
-    let mut ctx = WorkerCtx {
-        stats: &stats,
-        transactions: &mut tx,
-        limiter: None,
-    };
-    assert_eq!(r.handle(&inb, now, &mut ctx, &mut out), Handled::Reply(200));
+    let handled = core.send(REGISTER, source, Transport::Tcp, Some(conn), 10_000);
+    assert_eq!(handled, Handled::Reply(200));
+    let (out, registry) = (&core.out, &core.registry);
     let reply = String::from_utf8_lossy(&out.reply).into_owned();
     assert!(
         reply.contains("Contact: <sip:bob@192.0.2.10:5060;transport=tcp>;expires=120;q=0.5\r\n"),
@@ -111,38 +139,22 @@ fn ack(branch: &str) -> Vec<u8> {
 /// timers G and H, and the table forgets it on either.
 #[test]
 fn invite_transactions_end_on_ack_or_timer_h() {
-    let (r, _registry) = registrar();
-    let stats = WorkerStats::default();
-    let mut tx = TxCache::new();
-    let mut out = Output::default();
+    let mut core = Core::new();
     let caller: SocketAddr = "198.51.100.9:5060".parse().unwrap();
-    let send = |bytes: &[u8], transport: Transport, out: &mut Output, tx: &mut TxCache| {
-        let inb = Inbound {
-            bytes,
-            source: caller,
-            transport,
-            conn: None,
-        };
-        let mut ctx = WorkerCtx {
-            stats: &stats,
-            transactions: tx,
-            limiter: None,
-        };
-        let now = Now::at(5_000, 1_800_000_000);
-        r.handle(&inb, now, &mut ctx, out)
-    };
+    let send =
+        |core: &mut Core, bytes: &[u8], transport| core.send(bytes, caller, transport, None, 5_000);
     // Register bob first (no auth in this fixture).
     let reg = String::from_utf8(REGISTER.to_vec()).unwrap();
     assert_eq!(
-        send(reg.as_bytes(), Transport::Udp, &mut out, &mut tx),
+        send(&mut core, reg.as_bytes(), Transport::Udp),
         Handled::Reply(200)
     );
 
     assert_eq!(
-        send(&invite("i1"), Transport::Udp, &mut out, &mut tx),
+        send(&mut core, &invite("i1"), Transport::Udp),
         Handled::Reply(302)
     );
-    let events: Vec<TimerEvent> = out.timers.iter().map(|t| t.event.clone()).collect();
+    let events: Vec<TimerEvent> = core.out.timers.iter().map(|t| t.event.clone()).collect();
     assert!(
         matches!(
             events[..],
@@ -153,90 +165,68 @@ fn invite_transactions_end_on_ack_or_timer_h() {
         ),
         "{events:?}"
     );
-    assert_eq!(r.invites.len(), 1);
+    assert_eq!(core.r.invites.len(), 1);
     // Timer G re-arms with a doubled interval while no ACK has come.
-    let rearm = r.invites.on_timer(&events[0], 5_500);
+    let rearm = core.r.invites.on_timer(&events[0], 5_500);
     assert!(
         matches!(rearm, Some((6_500, TimerEvent::InviteRetransmit { .. }))),
         "{rearm:?}"
     );
     // Timer H ends it; a later timer G finds nothing.
-    assert_eq!(r.invites.on_timer(&events[1], 37_000), None);
-    assert!(r.invites.is_empty());
-    assert_eq!(r.invites.on_timer(&events[0], 37_500), None);
+    assert_eq!(core.r.invites.on_timer(&events[1], 37_000), None);
+    assert!(core.r.invites.is_empty());
+    assert_eq!(core.r.invites.on_timer(&events[0], 37_500), None);
 
     // The ACK ends the next one; it is absorbed, never answered.
     assert_eq!(
-        send(&invite("i2"), Transport::Udp, &mut out, &mut tx),
+        send(&mut core, &invite("i2"), Transport::Udp),
         Handled::Reply(302)
     );
-    assert_eq!(r.invites.len(), 1);
+    assert_eq!(core.r.invites.len(), 1);
     assert_eq!(
-        send(&ack("i2"), Transport::Udp, &mut out, &mut tx),
+        send(&mut core, &ack("i2"), Transport::Udp),
         Handled::Dropped(sipreg::stats::Drop::Ack)
     );
-    assert!(r.invites.is_empty());
+    assert!(core.r.invites.is_empty());
 
     // Over TCP there is no timer G at all.
     assert_eq!(
-        send(&invite("i3"), Transport::Tcp, &mut out, &mut tx),
+        send(&mut core, &invite("i3"), Transport::Tcp),
         Handled::Reply(302)
     );
-    assert!(out.timers.is_empty());
-    assert!(r.invites.is_empty());
+    assert!(core.out.timers.is_empty());
+    assert!(core.r.invites.is_empty());
 }
 
 /// Nobody to answer: a request whose Via holds only empty elements is dropped
 /// and counted, not answered with a Via-less 400 (a fuzzing finding).
 #[test]
 fn request_without_a_usable_via_is_dropped() {
-    let (r, _registry) = registrar();
-    let stats = WorkerStats::default();
-    let mut tx = TxCache::new();
-    let mut out = Output::default();
+    let mut core = Core::new();
     let bytes = b"OPTIONS sip:h SIP/2.0\r\nVia: \t, \r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
-    let inb = Inbound {
-        bytes,
-        source: "198.51.100.9:5060".parse().unwrap(),
-        transport: Transport::Udp,
-        conn: None,
-    };
-    let mut ctx = WorkerCtx {
-        stats: &stats,
-        transactions: &mut tx,
-        limiter: None,
-    };
-    let handled = r.handle(&inb, Now::at(1_000, 1_800_000_000), &mut ctx, &mut out);
+    let source = "198.51.100.9:5060".parse().unwrap();
+    let handled = core.send(bytes, source, Transport::Udp, None, 1_000);
     assert_eq!(handled, Handled::Dropped(sipreg::stats::Drop::Unparseable));
-    assert!(out.reply.is_empty());
+    assert!(core.out.reply.is_empty());
 }
 
 /// An INVITE flood cannot grow the table of answers awaiting an ACK past its
 /// bound; answers beyond it are still sent, just not repeated.
 #[test]
 fn invite_flood_is_bounded() {
-    let (r, _registry) = registrar();
-    let stats = WorkerStats::default();
-    let mut tx = TxCache::new();
-    let mut out = Output::default();
+    let mut core = Core::new();
     let caller: SocketAddr = "198.51.100.9:5060".parse().unwrap();
     let limit = sipreg::registrar::redirect::MAX_INVITE_TRANSACTIONS;
     for i in 0..limit + 100 {
-        let bytes = invite(&format!("flood{i}"));
-        let inb = Inbound {
-            bytes: &bytes,
-            source: caller,
-            transport: Transport::Udp,
-            conn: None,
-        };
-        let mut ctx = WorkerCtx {
-            stats: &stats,
-            transactions: &mut tx,
-            limiter: None,
-        };
         // Unknown AOR: 404, which an INVITE over UDP also repeats until ACK.
-        let h = r.handle(&inb, Now::at(1_000, 1_800_000_000), &mut ctx, &mut out);
+        let h = core.send(
+            &invite(&format!("flood{i}")),
+            caller,
+            Transport::Udp,
+            None,
+            1_000,
+        );
         assert_eq!(h, Handled::Reply(404));
     }
-    assert_eq!(r.invites.len(), limit);
+    assert_eq!(core.r.invites.len(), limit);
 }
