@@ -29,6 +29,33 @@ pub struct Config {
     pub redirect_auth: bool,
     pub rate_limit: u32,
     pub rate_burst: u32,
+    /// Failed digest answers from one source IP, or for one user, within
+    /// `auth_fail_window` before further attempts get 403 (0: off).
+    pub auth_fail_limit: u32,
+    pub auth_fail_window: u32,
+    /// How long a source or user stays refused once over the limit.
+    pub auth_lockout: u32,
+    /// Digest algorithms offered, strongest first.
+    pub digest_algorithms: Vec<DigestAlgorithm>,
+    /// A nonce answers one request only (replay protection without qop).
+    pub one_time_nonces: bool,
+    /// TCP connections per worker.
+    pub tcp_max_connections: u32,
+    /// TCP connections per source IP and worker.
+    pub tcp_max_per_source: u32,
+    /// A message begun on a TCP connection must be complete within this (slowloris).
+    pub tcp_message_timeout: u32,
+    /// Requested UDP receive buffer per worker socket, bytes (0: kernel default).
+    pub udp_rcvbuf: u32,
+    /// Granted expiries are lowered by a random 0..=N % (0: off).
+    pub expires_jitter: u32,
+}
+
+/// A digest algorithm sipreg can challenge with (RFC 7616 §6.1 names).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DigestAlgorithm {
+    Sha256,
+    Md5,
 }
 
 impl Default for Config {
@@ -56,6 +83,16 @@ impl Default for Config {
             redirect_auth: false,
             rate_limit: 0,
             rate_burst: 0,
+            auth_fail_limit: 10,
+            auth_fail_window: 60,
+            auth_lockout: 300,
+            digest_algorithms: vec![DigestAlgorithm::Sha256, DigestAlgorithm::Md5],
+            one_time_nonces: false,
+            tcp_max_connections: 8192,
+            tcp_max_per_source: 256,
+            tcp_message_timeout: 30,
+            udp_rcvbuf: 4 << 20,
+            expires_jitter: 0,
         }
     }
 }
@@ -83,10 +120,12 @@ OPTIONS:
   --platform-id ID          GB28181 id used in server-originated requests
   --max-contacts N          bindings per address-of-record (default 10)
   --threads N               worker threads (default: number of cores)
-  --state FILE              snapshot path, loaded at start and saved periodically
-                            (not implemented yet: refused rather than ignored, so
-                            nobody counts on bindings surviving a restart)
+  --state FILE              snapshot of the device table: loaded at start, saved
+                            every --state-interval and on SIGTERM/SIGINT
   --state-interval S        seconds between snapshots (default 30)
+  --expires-jitter PCT      lower each granted expiry by a random 0..PCT % so
+                            devices registered together spread their refreshes
+                            (default 0: off; at most 50)
   --domain DOMAIN           accept only this Request-URI domain (default: any)
   --tcp-idle-timeout S      close TCP connections idle this long (default 600)
   --rate-limit N            requests per second per source IP and worker; over
@@ -94,6 +133,23 @@ OPTIONS:
                             (default 0: off, since NATs put many phones behind
                             one address; size it to your largest site)
   --rate-burst B            requests a source may send at once (default 2 x N)
+  --auth-fail-limit N       failed digest answers from one IP or for one user
+                            within --auth-fail-window before 403 (default 10;
+                            0: off)
+  --auth-fail-window S      (default 60)
+  --auth-lockout S          how long such a source or user is refused (default 300)
+  --digest-algorithms LIST  challenges offered, in order: sha-256,md5 (default),
+                            sha-256, or md5
+  --one-time-nonces         a nonce answers one request only (replay protection
+                            for devices that do not use qop; costs a challenge
+                            round trip per refresh)
+  --tcp-max-connections N   TCP connections per worker (default 8192)
+  --tcp-max-per-source N    TCP connections per source IP and worker (default 256)
+  --tcp-message-timeout S   a SIP message begun on TCP must be complete within
+                            this, else the connection is closed (default 30)
+  --udp-rcvbuf BYTES        UDP receive buffer per worker socket; the kernel caps
+                            it at net.core.rmem_max (default 4194304; 0: kernel
+                            default)
   --query-timeout S         GB28181: a catalog not complete after this long is
                             reported partial (default 32, RFC 3261 timer F)
   -h, --help                print this help
@@ -119,8 +175,6 @@ pub enum ConfigError {
         default: u32,
         max: u32,
     },
-    /// A contract flag whose feature does not exist yet.
-    NotImplemented(&'static str),
 }
 
 impl std::fmt::Display for ConfigError {
@@ -133,10 +187,6 @@ impl std::fmt::Display for ConfigError {
             }
             ConfigError::NoCredentials => f.write_str(
                 "no credentials: give --users FILE and/or --password PASSWORD, or --no-auth to serve without authentication",
-            ),
-            ConfigError::NotImplemented(flag) => write!(
-                f,
-                "option {flag}: state snapshots are not implemented yet; without it bindings live in memory only"
             ),
             ConfigError::ExpiresOrder { min, default, max } => write!(
                 f,
@@ -223,6 +273,52 @@ impl Config {
                     c.tcp_idle_timeout =
                         positive("--tcp-idle-timeout", value("--tcp-idle-timeout")?)?
                 }
+                "--auth-fail-limit" => {
+                    c.auth_fail_limit = parse(
+                        "--auth-fail-limit",
+                        value("--auth-fail-limit")?,
+                        "a number of failures",
+                    )?
+                }
+                "--auth-fail-window" => {
+                    c.auth_fail_window =
+                        positive("--auth-fail-window", value("--auth-fail-window")?)?
+                }
+                "--auth-lockout" => {
+                    c.auth_lockout = positive("--auth-lockout", value("--auth-lockout")?)?
+                }
+                "--digest-algorithms" => {
+                    c.digest_algorithms = algorithms(value("--digest-algorithms")?)?
+                }
+                "--one-time-nonces" => c.one_time_nonces = true,
+                "--tcp-max-connections" => {
+                    c.tcp_max_connections =
+                        positive("--tcp-max-connections", value("--tcp-max-connections")?)?
+                }
+                "--tcp-max-per-source" => {
+                    c.tcp_max_per_source =
+                        positive("--tcp-max-per-source", value("--tcp-max-per-source")?)?
+                }
+                "--tcp-message-timeout" => {
+                    c.tcp_message_timeout =
+                        positive("--tcp-message-timeout", value("--tcp-message-timeout")?)?
+                }
+                "--udp-rcvbuf" => {
+                    c.udp_rcvbuf = parse("--udp-rcvbuf", value("--udp-rcvbuf")?, "a size in bytes")?
+                }
+                "--expires-jitter" => {
+                    let v = value("--expires-jitter")?;
+                    c.expires_jitter = match v.parse::<u32>() {
+                        Ok(n) if n <= 50 => n,
+                        _ => {
+                            return Err(ConfigError::BadValue {
+                                flag: "--expires-jitter",
+                                value: v,
+                                expected: "a percentage from 0 to 50",
+                            })
+                        }
+                    }
+                }
                 "--query-timeout" => {
                     c.query_timeout = positive("--query-timeout", value("--query-timeout")?)?
                 }
@@ -231,9 +327,6 @@ impl Config {
         }
         if c.rate_burst == 0 {
             c.rate_burst = c.rate_limit.saturating_mul(2).max(1);
-        }
-        if c.state.is_some() {
-            return Err(ConfigError::NotImplemented("--state"));
         }
         if c.users.is_none() && c.password.is_none() && !c.no_auth {
             return Err(ConfigError::NoCredentials);
@@ -259,6 +352,33 @@ fn parse<T: std::str::FromStr>(
         value: v,
         expected,
     })
+}
+
+/// `sha-256,md5`: known names, each once, at least one.
+fn algorithms(v: String) -> Result<Vec<DigestAlgorithm>, ConfigError> {
+    let mut list = Vec::new();
+    for name in v.split(',') {
+        let alg = match name.trim().to_ascii_lowercase().as_str() {
+            "sha-256" => DigestAlgorithm::Sha256,
+            "md5" => DigestAlgorithm::Md5,
+            _ => {
+                return Err(ConfigError::BadValue {
+                    flag: "--digest-algorithms",
+                    value: v,
+                    expected: "a list of sha-256 and md5",
+                })
+            }
+        };
+        if list.contains(&alg) {
+            return Err(ConfigError::BadValue {
+                flag: "--digest-algorithms",
+                value: v,
+                expected: "a list naming each algorithm once",
+            });
+        }
+        list.push(alg);
+    }
+    Ok(list)
 }
 
 fn seconds(flag: &'static str, v: String) -> Result<u32, ConfigError> {
@@ -308,6 +428,19 @@ mod tests {
             (60, 3600, 7200)
         );
         assert_eq!(c.max_contacts, 10);
+        assert_eq!(
+            c.digest_algorithms,
+            [DigestAlgorithm::Sha256, DigestAlgorithm::Md5]
+        );
+        let c = run(&[
+            "--no-auth",
+            "--digest-algorithms",
+            "MD5",
+            "--expires-jitter=20",
+        ])
+        .unwrap();
+        assert_eq!(c.digest_algorithms, [DigestAlgorithm::Md5]);
+        assert_eq!(c.expires_jitter, 20);
         let c = run(&[
             "--no-auth",
             "--listen=127.0.0.1:5070",
@@ -349,6 +482,12 @@ mod tests {
         ])
         .unwrap_err();
         assert!(matches!(e, ConfigError::ExpiresOrder { .. }));
+        let e = run(&["--no-auth", "--expires-jitter", "51"]).unwrap_err();
+        assert!(e.to_string().contains("0 to 50"), "{e}");
+        let e = run(&["--no-auth", "--digest-algorithms", "md5,sha-1"]).unwrap_err();
+        assert!(e.to_string().contains("--digest-algorithms"), "{e}");
+        let e = run(&["--no-auth", "--digest-algorithms", "md5,MD5"]).unwrap_err();
+        assert!(e.to_string().contains("once"), "{e}");
         assert!(matches!(
             Config::from_args(["--help".to_string()]),
             Ok(Command::Help)
