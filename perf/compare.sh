@@ -63,7 +63,7 @@ trap 'log "interrupted"; exit 130' INT TERM
 command -v taskset >/dev/null || die "taskset missing (util-linux)"
 if [[ ! -x $BIN/sipreg || ! -x $BIN/sipload ]]; then
     log "building sipreg and sipload (release)"
-    timeout 1200 cargo build --release --bin sipreg -p sipload >&2 || die "cargo build failed"
+    timeout 1200 cargo build --release -p sipreg -p sipload >&2 || die "cargo build failed"
 fi
 if [[ " $SERVERS $SIPP_SERVERS " == *" kamailio "* ]] && ! command -v kamailio >/dev/null; then
     die "kamailio not installed: apt-get install kamailio (or SERVERS/SIPP_SERVERS without it)"

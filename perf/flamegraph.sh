@@ -39,7 +39,7 @@ OUT=${OUT:-$PERF_ROOT/perf/out/flame-$SCENARIO-$(date +%Y%m%d-%H%M%S)}
 command -v perf >/dev/null || die "perf not installed (apt-get install linux-perf)"
 if [[ ! -x $BIN/sipreg || ! -x $BIN/sipload ]]; then
     log "building sipreg and sipload (release)"
-    timeout 1200 cargo build --release --bin sipreg -p sipload >&2 || die "cargo build failed"
+    timeout 1200 cargo build --release -p sipreg -p sipload >&2 || die "cargo build failed"
 fi
 mkdir -p "$OUT"
 trap perf_cleanup EXIT

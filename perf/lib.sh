@@ -1,4 +1,6 @@
-# perf/lib.sh — shell helpers shared by perf/compare.sh and perf/flamegraph.sh.
+# shellcheck shell=bash
+# perf/lib.sh — shell helpers shared by the perf/ scripts (compare.sh,
+# flamegraph.sh, memory.sh, expiry.sh).
 # Source it (bash); it defines functions and a few variables, runs nothing else.
 #
 # Rules every helper keeps: traffic only to 127.0.0.1; every process it starts is
@@ -15,12 +17,14 @@ KAM_MEM=${KAM_MEM:-tlsf}      # kamailio -x: tlsf | qm | fm (pkg follows shm)
 KAM_SHM_MB=${KAM_SHM_MB:-512} # kamailio -m (about 1.1 KB per registration)
 KAM_PKG_MB=${KAM_PKG_MB:-16}  # kamailio -M
 KAM_DEFINES=${KAM_DEFINES:-}  # extra kamailio.cfg defines, e.g. "NONCE_COUNT"
+KAM_CTL=${KAM_CTL:-}          # a unix socket path: load ctl so kamcmd can ask it (memory.sh)
 
 PERF_PIDS=()      # every process started here, stopped by perf_cleanup
 SRV_PID=          # the server currently running (the process we exec'd)
 SRV_PIDS=         # the processes whose CPU counts as the server's (space-separated)
 SRV_ADDR=         # 127.0.0.1:PORT
 SRV_LOG=          # its stdout+stderr
+SRV_HTTP=         # sipreg's admin API, 127.0.0.1:PORT
 
 log() { printf '[%s] %s\n' "$(date +%T)" "$*" >&2; }
 die() { log "error: $*"; exit 1; }
@@ -71,6 +75,9 @@ start_sipreg() {
     wait_for_line "$SRV_LOG" '^sipreg listening on 127\.0\.0\.1:[0-9]+ ' 10 ||
         die "sipreg did not start: $(tail -5 "$SRV_LOG")"
     SRV_ADDR=$(sed -nE '1s/^sipreg listening on (127\.0\.0\.1:[0-9]+) .*/\1/p' "$SRV_LOG")
+    wait_for_line "$SRV_LOG" '^sipreg admin on 127\.0\.0\.1:[0-9]+ ' 10 ||
+        die "sipreg's admin API did not start: $(tail -5 "$SRV_LOG")"
+    SRV_HTTP=$(sed -nE 's/^sipreg admin on (127\.0\.0\.1:[0-9]+) .*/\1/p' "$SRV_LOG" | head -1)
     SRV_PIDS=$SRV_PID
 }
 
@@ -100,7 +107,9 @@ start_kamailio() {
     defs=(-A "SIP_PORT=$port")
     [[ $mode == noauth ]] && defs+=(-A NOAUTH)
     for i in $KAM_DEFINES; do defs+=(-A "$i"); done
+    [[ -n $KAM_CTL ]] && defs+=(-A "CTL_SOCKET=\"unix:$KAM_CTL\"")
     mkdir -p "$(dirname "$SRV_LOG")/kamailio-run"
+    # shellcheck disable=SC2094 # -Y names a directory beside the log, not the log
     taskset -c "$SERVER_CPU" kamailio -f "$KAM_CFG" -DD -E -x "$KAM_MEM" \
         -m "$KAM_SHM_MB" -M "$KAM_PKG_MB" -Y "$(dirname "$SRV_LOG")/kamailio-run" \
         "${defs[@]}" >"$SRV_LOG" 2>&1 &
@@ -148,7 +157,7 @@ stop_pid() {
         done
         kill -0 "$pid" 2>/dev/null && kill -KILL "$pid" 2>/dev/null
     fi
-    wait "$pid" 2>/dev/null
+    wait "$pid" 2>/dev/null || true # its exit status (143 after SIGTERM) is no error here
     for p in "$@"; do
         [[ $p == "$pid" ]] && continue
         kill -0 "$p" 2>/dev/null && kill -KILL "$p" 2>/dev/null
@@ -160,8 +169,36 @@ stop_server() {
     [[ -n $SRV_PID ]] || return 0
     # shellcheck disable=SC2086
     stop_pid "$SRV_PID" $SRV_PIDS
-    SRV_PID= SRV_PIDS= SRV_ADDR=
+    SRV_PID='' SRV_PIDS='' SRV_ADDR='' SRV_HTTP=''
 }
+
+# mem_kb PID...: "RSS PSS" in kB, summed over the processes (smaps_rollup).
+# RSS counts a shared page once per process that maps it (Kamailio's shared
+# memory pool is mapped by all of its processes); PSS divides it among them, so
+# the PSS sum is the memory the whole server really holds.
+mem_kb() {
+    local pid rss=0 pss=0 k v _
+    for pid in "$@"; do
+        while read -r k v _; do
+            case $k in
+            Rss:) rss=$((rss + v)) ;;
+            Pss:) pss=$((pss + v)) ;;
+            esac
+        done <"/proc/$pid/smaps_rollup"
+    done
+    echo "$rss $pss"
+}
+
+# status_kb PID FIELD: one field of /proc/PID/status in kB (VmRSS, VmHWM, RssAnon…).
+status_kb() { awk -v f="$2:" '$1 == f { print $2 }' "/proc/$1/status"; }
+
+# metric NAME: the value of an unlabelled sample in sipreg's /metrics (SRV_HTTP).
+metric() {
+    curl -sf --max-time 10 "http://$SRV_HTTP/metrics" | awk -v n="$1" '$1 == n { print $2 }'
+}
+
+# kamcmd_ CMD...: kamcmd against the running Kamailio's ctl socket (KAM_CTL).
+kamcmd_() { timeout 30 kamcmd -s "unix:$KAM_CTL" "$@"; }
 
 # Trap handler: stop everything started here, by PID.
 perf_cleanup() {
@@ -174,7 +211,7 @@ perf_cleanup() {
 }
 
 # measure KIND JSON_OUT META_JSON -- COMMAND...
-#   Runs COMMAND (pinned to CLIENT_CPU), sampling the server's CPU (SRV_PIDS) every
+#   Runs COMMAND (pinned to CLIENT_CPU, a core or a list such as "0,1"), sampling the server's CPU (SRV_PIDS) every
 #   20 ms, and appends one JSON record to $RESULTS: META merged with the server CPU
 #   spent in the measured window, per operation, and the generator's figures.
 #   KIND=sipload: COMMAND prints sipload --json on stdout (saved to JSON_OUT); the
@@ -193,13 +230,15 @@ measure() {
 import json, os, resource, signal, subprocess, sys, time
 
 env = os.environ
-cpu = int(env["M_CPU"])
-os.sched_setaffinity(0, {cpu})               # the sampler stays off the server's core
+# core lists ("1" or "0,1"): the generator's cores, the server's cores
+gcpus = [int(c) for c in env["M_CPU"].split(",")]
+scpus = [int(c) for c in env["M_SCPU"].split(",")]
+os.sched_setaffinity(0, set(gcpus))          # the sampler stays off the server's core
 pids = env["M_PIDS"].split()
 hz = int(env["M_HZ"])
 kind, out = env["M_KIND"], env["M_OUT"]
 meta = json.loads(env["M_META"])
-cmd = ["taskset", "-c", str(cpu)] + sys.argv[1:]
+cmd = ["taskset", "-c", env["M_CPU"]] + sys.argv[1:]
 
 def ticks():
     total = 0
@@ -217,8 +256,6 @@ def proc_ticks(pid):
     except (OSError, IndexError):
         return None
 
-scpu = int(env["M_SCPU"])
-
 def stat_lines():
     with open("/proc/stat") as f:
         return {l.split()[0]: [int(x) for x in l.split()[1:]] for l in f if l.startswith("cpu")}
@@ -233,9 +270,12 @@ def core_busy(v):
     return sum(v[:8]) - v[3] - v[4]
 
 def cores():
+    # busy ticks of the server's cores, of the generator's cores, softirq of the
+    # server's cores (a list of several cores adds up: 200 % = two busy cores)
     st = stat_lines()
-    s_, c_ = st[f"cpu{scpu}"], st[f"cpu{cpu}"]
-    return (core_busy(s_), core_busy(c_), s_[6])   # server core, generator core, server-core softirq
+    return (sum(core_busy(st[f"cpu{c}"]) for c in scpus),
+            sum(core_busy(st[f"cpu{c}"]) for c in gcpus),
+            sum(st[f"cpu{c}"][6] for c in scpus))
 
 def child_cpu():
     r = resource.getrusage(resource.RUSAGE_CHILDREN)
@@ -389,4 +429,33 @@ PY
     local mpid=$!
     PERF_PIDS+=("$mpid")
     wait "$mpid"
+}
+
+# wait_quiet [MAX_PCT] [MAX_WAIT_S]: wait (bounded) until the whole machine is
+# nearly idle — less than MAX_PCT (QUIET_MAX, 15) % of one core busy over a 1 s
+# window — so a run that cannot pause mid-way (memory.sh, expiry.sh) starts on
+# a quiet machine. Logs what it saw; never fails.
+wait_quiet() {
+    local max=${1:-${QUIET_MAX:-15}} limit=${2:-${QUIET_WAIT:-10}} waited=0 busy
+    while :; do
+        busy=$(python3 -c '
+import time
+def b():
+    v = [int(x) for x in open("/proc/stat").readline().split()[1:]]
+    return v[0] + v[1] + v[2], sum(v)
+a = b(); time.sleep(1); c = b()
+import os
+print(round(100 * (c[0] - a[0]) / os.sysconf("SC_CLK_TCK"), 0))')
+        if ((${busy%.*} <= max)); then
+            ((waited == 0)) || log "machine quiet after ${waited} s (${busy}% of a core busy)"
+            return 0
+        fi
+        if ((waited >= limit)); then
+            log "machine still busy after ${waited} s (${busy}% of a core used by other processes): going ahead"
+            return 0
+        fi
+        ((waited == 0)) && log "machine busy (${busy}% of a core used by other processes): waiting up to ${limit} s"
+        sleep 4
+        waited=$((waited + 5))
+    done
 }

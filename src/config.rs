@@ -106,7 +106,8 @@ OPTIONS:
   --listen ADDR:PORT        SIP over UDP and TCP (default 0.0.0.0:5060)
   --http ADDR:PORT          admin API and metrics (default 127.0.0.1:8080)
   --realm REALM             digest realm (default sipreg)
-  --users FILE              htdigest credentials, one user:realm:HA1 per line
+  --users FILE              credentials, one user:realm:MD5-HA1[:SHA-256-HA1] per
+                            line (htdigest files work as they are)
   --password PASSWORD       one shared password for every device id (GB28181 style);
                             combines with --users: listed ids use their own HA1
   --no-auth                 serve without authentication (explicit opt-in)

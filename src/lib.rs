@@ -10,6 +10,7 @@ pub mod config;
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod gb28181;
+pub mod persist;
 pub mod registrar;
 pub mod registry;
 pub mod server;

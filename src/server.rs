@@ -15,18 +15,17 @@ use crate::auth::{CredentialStore, LoadError, NonceSecret};
 use crate::config::Config;
 use crate::gb28181::platform::DEFAULT_PLATFORM_ID;
 use crate::gb28181::{Platform, PlatformConfig};
+use crate::persist::{self, Loaded, Saver};
 use crate::registrar::{Policy, Registrar, TimerEvent};
 use crate::registry::{Expiry, Registry};
-use crate::stats::{GbStats, TimerStats, WorkerStats};
+use crate::stats::{GbStats, PersistStats, TimerStats, WorkerStats};
 use crate::timer::{self, TimerCmd};
 use crate::transport::socket::{self, SocketError};
-use crate::transport::{Worker, WorkerConfig, WorkerOutbox, COMMAND_QUEUE};
+use crate::transport::{TcpLimits, Worker, WorkerConfig, WorkerOutbox, COMMAND_QUEUE};
 
 /// Pending timer commands the workers may queue before they wait for the
 /// timer thread (back-pressure instead of unbounded memory).
 const TIMER_QUEUE: usize = 1 << 18;
-/// TCP connections per worker.
-const MAX_CONNECTIONS_PER_WORKER: usize = 16 * 1024;
 
 /// Why the server could not start.
 #[derive(Debug)]
@@ -75,6 +74,9 @@ pub struct Running {
     workers: Vec<JoinHandle<()>>,
     timer: Option<JoinHandle<()>>,
     timer_tx: Sender<TimerCmd<TimerEvent>>,
+    /// `--state`: the snapshot path and its periodic saver.
+    state: Option<(std::path::PathBuf, Saver)>,
+    pub persist_stats: Arc<PersistStats>,
 }
 
 pub fn start(cfg: &Config) -> Result<Running, StartError> {
@@ -86,9 +88,36 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     if let Some(pw) = &cfg.password {
         credentials = credentials.with_password(pw.as_bytes());
     }
+    // Challenges in the configured order, strongest first (RFC 8760 §2.4).
+    let algorithms: Vec<crate::auth::Algorithm> = cfg
+        .digest_algorithms
+        .iter()
+        .map(|a| match a {
+            crate::config::DigestAlgorithm::Sha256 => crate::auth::Algorithm::Sha256,
+            crate::config::DigestAlgorithm::Md5 => crate::auth::Algorithm::Md5,
+        })
+        .collect();
+    credentials = credentials.with_algorithms(&algorithms);
+    // A file user without an HA1 for the first algorithm offered fails with
+    // every client that knows that algorithm (it answers the first challenge
+    // it supports): say so once, rather than let it look like a bad password.
+    if let Some(&first) = algorithms.first() {
+        let stranded = credentials.users_without(first);
+        if stranded > 0 {
+            log::warn!(
+                "credentials file: {stranded} user(s) without a {first} HA1; clients that \
+                 answer the {first} challenge cannot authenticate as them{}",
+                if algorithms.len() == 1 {
+                    ", and no other algorithm is offered"
+                } else {
+                    " (add the HA1, or offer another algorithm first with --digest-algorithms)"
+                }
+            );
+        }
+    }
     let secret = NonceSecret::random().map_err(StartError::Secret)?;
-    let (local_addr, sockets) =
-        socket::bind_all(cfg.listen, cfg.threads).map_err(StartError::Socket)?;
+    let (local_addr, sockets) = socket::bind_all(cfg.listen, cfg.threads, cfg.udp_rcvbuf as usize)
+        .map_err(StartError::Socket)?;
     // The admin listener too is bound before any thread starts (fail fast).
     let http = std::net::TcpListener::bind(cfg.http).map_err(|e| StartError::Http(cfg.http, e))?;
     let http_addr = http
@@ -105,6 +134,13 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         no_auth: cfg.no_auth,
         nonce_ttl_secs: u64::from(cfg.nonce_ttl),
         redirect_auth: cfg.redirect_auth,
+        one_time_nonces: cfg.one_time_nonces,
+        auth_guard: crate::auth::GuardConfig {
+            limit: cfg.auth_fail_limit,
+            window_ms: u64::from(cfg.auth_fail_window) * 1000,
+            lockout_ms: u64::from(cfg.auth_lockout) * 1000,
+        },
+        expires_jitter_pct: cfg.expires_jitter,
     };
     let (timer_tx, timer_rx) = crossbeam_channel::bounded(TIMER_QUEUE);
     let gb_stats = Arc::new(GbStats::default());
@@ -138,6 +174,11 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         .map_err(|e| StartError::Thread("timer", e))?
     };
 
+    let persist_stats = Arc::new(PersistStats::default());
+    if let Some(path) = &cfg.state {
+        restore(path, &registry, &timer_tx, &persist_stats);
+    }
+
     let shutdown = Arc::new(AtomicBool::new(false));
     let mut running = Running {
         local_addr,
@@ -153,6 +194,8 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         workers: Vec::new(),
         timer: Some(timer),
         timer_tx: timer_tx.clone(),
+        state: None,
+        persist_stats: persist_stats.clone(),
     };
     let mut outbox = WorkerOutbox {
         workers: Vec::new(),
@@ -161,8 +204,12 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         let stats = Arc::new(WorkerStats::default());
         let wcfg = WorkerConfig {
             id: i as u16,
-            tcp_idle_timeout_ms: u64::from(cfg.tcp_idle_timeout) * 1000,
-            max_connections: MAX_CONNECTIONS_PER_WORKER,
+            tcp: TcpLimits {
+                max_connections: cfg.tcp_max_connections as usize,
+                max_per_source: cfg.tcp_max_per_source,
+                idle_timeout_ms: u64::from(cfg.tcp_idle_timeout) * 1000,
+                message_timeout_ms: u64::from(cfg.tcp_message_timeout) * 1000,
+            },
             rate_limit: cfg.rate_limit,
             rate_burst: cfg.rate_burst,
         };
@@ -181,7 +228,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             .name(format!("sipreg-worker-{i}"))
             .spawn(move || worker.run())
             .map_err(|e| StartError::Thread("worker", e))?;
-        outbox.workers.push((cmd_tx, waker.clone()));
+        outbox.workers.push((cmd_tx, waker.clone(), stats.clone()));
         running.worker_stats.push(stats);
         running.wakers.push(waker);
         running.workers.push(handle);
@@ -195,12 +242,66 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         timer_stats: running.timer_stats.clone(),
         gb_stats: running.gb_stats.clone(),
         queries: platform.clone(),
+        persist: persist_stats.clone(),
     });
     let (admin, admin_waker) =
         admin::spawn(http, admin_state, shutdown).map_err(|e| StartError::Thread("admin", e))?;
     running.admin = Some(admin);
     running.wakers.push(admin_waker);
+    if let Some(path) = &cfg.state {
+        let interval = std::time::Duration::from_secs(u64::from(cfg.state_interval));
+        let saver = Saver::spawn(
+            running.registry.clone(),
+            path.clone(),
+            interval,
+            persist_stats,
+        )
+        .map_err(|e| StartError::Thread("state", e))?;
+        running.state = Some((path.clone(), saver));
+    }
     Ok(running)
+}
+
+/// Loads the snapshot at `path` before any worker runs, re-arming the timers
+/// of what it restores, and says in one line what happened.
+fn restore(
+    path: &std::path::Path,
+    registry: &Registry,
+    timer_tx: &Sender<TimerCmd<TimerEvent>>,
+    stats: &PersistStats,
+) {
+    let loaded = persist::load(path, registry, |deadline_ms, item| {
+        // The timer thread is running and drains the queue, so a full queue
+        // only slows the load down.
+        let _ = timer_tx.send(TimerCmd::At { deadline_ms, item });
+    });
+    match loaded {
+        Loaded::Missing => log::info!(
+            "state file {} does not exist yet: starting with an empty table",
+            path.display()
+        ),
+        Loaded::Restored {
+            records,
+            devices,
+            bindings,
+        } => {
+            stats.restored_devices.store(devices, Ordering::Relaxed);
+            log::info!(
+                "state restored from {}: {devices} devices with {bindings} live bindings ({} of {records} saved devices had expired)",
+                path.display(),
+                records - devices
+            );
+        }
+        Loaded::Refused { reason, moved_to } => log::error!(
+            "state file {} is unusable ({reason}); {}; starting with an empty table",
+            path.display(),
+            match &moved_to {
+                Some(p) => format!("kept aside as {}", p.display()),
+                None =>
+                    "it could not be moved aside and will be overwritten by the next save".into(),
+            }
+        ),
+    }
 }
 
 /// The timer thread's dispatch: binding expiry here, GB28181 timers in the
@@ -256,6 +357,16 @@ impl Running {
         }
         if let Some(a) = self.admin.take() {
             let _ = a.join();
+        }
+        // Every worker has stopped, so this last snapshot misses nothing.
+        if let Some((path, saver)) = self.state.take() {
+            saver.stop();
+            persist::save_counted(
+                &self.registry,
+                &path,
+                &self.persist_stats,
+                persist::Pace::FullSpeed,
+            );
         }
         let _ = self.timer_tx.send(TimerCmd::Shutdown);
         if let Some(t) = self.timer.take() {

@@ -46,6 +46,65 @@ impl Drop {
     }
 }
 
+/// Why the server closed a TCP connection (`tcp_closed_total{reason}`); each
+/// is a bound of `--tcp-*` or of the per-connection buffers.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum TcpClose {
+    /// Nothing read for `--tcp-idle-timeout`.
+    Idle,
+    /// A message begun but not complete within `--tcp-message-timeout` (slowloris).
+    MessageTimeout,
+    /// A message, or a header section without end, larger than the read
+    /// buffer holds (`sip::frame::MAX_STREAM_MESSAGE`).
+    ReadBuffer,
+    /// Unsent answers reached the write-buffer cap: the peer does not read.
+    WriteBuffer,
+    /// The stream could not be framed (bad or missing Content-Length).
+    Framing,
+}
+
+impl TcpClose {
+    pub const ALL: [TcpClose; 5] = [
+        TcpClose::Idle,
+        TcpClose::MessageTimeout,
+        TcpClose::ReadBuffer,
+        TcpClose::WriteBuffer,
+        TcpClose::Framing,
+    ];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TcpClose::Idle => "idle",
+            TcpClose::MessageTimeout => "message_timeout",
+            TcpClose::ReadBuffer => "read_buffer",
+            TcpClose::WriteBuffer => "write_buffer",
+            TcpClose::Framing => "framing",
+        }
+    }
+}
+
+/// Why an accepted TCP connection was closed at once (`tcp_rejected_total{reason}`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[repr(usize)]
+pub enum TcpReject {
+    /// The worker already holds `--tcp-max-connections`.
+    PerWorker,
+    /// The source IP already holds `--tcp-max-per-source` on this worker.
+    PerSource,
+}
+
+impl TcpReject {
+    pub const ALL: [TcpReject; 2] = [TcpReject::PerWorker, TcpReject::PerSource];
+
+    pub fn label(self) -> &'static str {
+        match self {
+            TcpReject::PerWorker => "per_worker",
+            TcpReject::PerSource => "per_source",
+        }
+    }
+}
+
 /// Request methods counted separately; the rest land in `other`.
 pub const METHOD_LABELS: [&str; 6] = ["register", "options", "message", "invite", "ack", "other"];
 
@@ -112,6 +171,11 @@ pub struct WorkerStats {
     pub responses_by_code: [AtomicU64; STATUS_CODES.len() + 1],
     pub auth_challenges: AtomicU64,
     pub auth_failures: AtomicU64,
+    /// Sources or users locked out by the brute-force guard (each lockout
+    /// begun counts once).
+    pub auth_lockouts: AtomicU64,
+    /// Requests answered 403 because their source or user was locked out.
+    pub auth_locked_rejections: AtomicU64,
     pub retransmissions: AtomicU64,
     /// Requests answered 503 for exceeding `--rate-limit`.
     pub rate_limited: AtomicU64,
@@ -119,7 +183,22 @@ pub struct WorkerStats {
     pub bindings_refreshed: AtomicU64,
     pub bindings_removed: AtomicU64,
     pub tcp_accepted: AtomicU64,
-    pub tcp_closed_idle: AtomicU64,
+    /// Accepted connections closed at once, by [`TcpReject`].
+    pub tcp_rejected: [AtomicU64; TcpReject::ALL.len()],
+    /// Connections the server closed, by [`TcpClose`].
+    pub tcp_closed: [AtomicU64; TcpClose::ALL.len()],
+    /// Gauge: TCP connections this worker holds open now.
+    pub tcp_open: AtomicU64,
+    /// Server-originated requests (GB28181 queries, INVITE retransmissions)
+    /// dropped because this worker's command queue was full.
+    pub commands_dropped: AtomicU64,
+    /// Times this worker found the timer queue full and had to wait for it.
+    pub timer_queue_waits: AtomicU64,
+    /// Answers the kernel refused to send over UDP (full buffer, unreachable).
+    pub udp_send_errors: AtomicU64,
+    /// Gauge: the UDP receive buffer of this worker's socket as the kernel
+    /// reports it (`SO_RCVBUF`; Linux reports twice the size asked for).
+    pub udp_rcvbuf: AtomicU64,
 }
 
 impl WorkerStats {
@@ -177,6 +256,18 @@ pub struct TimerStats {
     pub expirations: AtomicU64,
     pub events_fired: AtomicU64,
     pub events_stale: AtomicU64,
+}
+
+/// State snapshots (`--state`).
+#[derive(Debug, Default)]
+pub struct PersistStats {
+    pub saves: AtomicU64,
+    pub save_failures: AtomicU64,
+    pub last_save_devices: AtomicU64,
+    pub last_save_bytes: AtomicU64,
+    pub last_save_micros: AtomicU64,
+    /// Devices restored from the snapshot at start.
+    pub restored_devices: AtomicU64,
 }
 
 pub fn read(c: &AtomicU64) -> u64 {

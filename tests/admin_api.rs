@@ -668,6 +668,7 @@ mod shell {
                 timer_stats: Arc::new(TimerStats::default()),
                 gb_stats: Arc::new(GbStats::default()),
                 queries: Arc::new(NoQueries),
+                persist: Default::default(),
             });
             let shutdown = Arc::new(AtomicBool::new(false));
             let (thread, waker) =

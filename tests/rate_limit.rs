@@ -68,25 +68,10 @@ fn a_flood_is_throttled_while_a_device_registers() {
     assert!((15..=25).contains(&unavailable), "503 {unavailable}");
     assert_eq!(retry_after, unavailable);
     assert!(ok + unavailable < sent / 2, "most of the flood is dropped");
-    let metrics = http_get(srv.http_addr(), "/metrics");
+    let (_, metrics) = srv.http_get("/metrics");
     assert!(
         metrics.contains(&format!("sipreg_rate_limited_total {unavailable}\n")),
         "{metrics}"
     );
     assert!(metrics.contains("sipreg_drops_total{reason=\"rate_limited\"}"));
-}
-
-/// A plain HTTP/1.1 GET, the whole answer as text.
-fn http_get(addr: std::net::SocketAddr, path: &str) -> String {
-    use std::io::{Read, Write};
-    let mut s = std::net::TcpStream::connect(addr).expect("admin API");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }

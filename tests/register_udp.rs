@@ -54,7 +54,11 @@ impl UsersFile {
         for (user, realm, password) in lines {
             let ha1 = sipreg::auth::ha1(user.as_bytes(), realm.as_bytes(), password.as_bytes());
             let hex: String = ha1.iter().map(|b| format!("{b:02x}")).collect();
-            text += &format!("{user}:{realm}:{hex}\n");
+            // Both HA1 forms, so the test client may answer SHA-256 or MD5.
+            let sha =
+                sipreg::auth::ha1_sha256(user.as_bytes(), realm.as_bytes(), password.as_bytes());
+            let sha: String = sha.iter().map(|b| format!("{b:02x}")).collect();
+            text += &format!("{user}:{realm}:{hex}:{sha}\n");
         }
         std::fs::write(&path, text).expect("write users file");
         UsersFile(path)
@@ -82,7 +86,11 @@ fn unauthenticated_register_is_challenged() {
     assert_code(&resp, 401);
     assert_eq!(resp.reason(), "Unauthorized");
     assert_eq!(resp.challenge_param("realm").as_deref(), Some("sipreg"));
-    assert_eq!(resp.challenge_param("algorithm").as_deref(), Some("MD5"));
+    // SHA-256 first, then MD5 (RFC 8760 §2.4; tests/auth_hardening.rs checks both).
+    assert_eq!(
+        resp.challenge_param("algorithm").as_deref(),
+        Some("SHA-256")
+    );
     assert_eq!(resp.challenge_param("qop").as_deref(), Some("auth"));
     assert!(resp.challenge_param("nonce").is_some_and(|n| !n.is_empty()));
     assert!(resp
@@ -747,4 +755,24 @@ fn several_workers_serve_many_clients_at_once() {
             vec![format!("sip:{user}@192.0.2.{}:5060", i + 1)]
         );
     }
+}
+
+/// `--expires-jitter 20`: every granted expiry lies in [80 %, 100 %] of the
+/// request, and the grants spread.
+#[test]
+fn expiry_jitter_spreads_refreshes() {
+    let srv = Server::start_with(&[("--expires-jitter", "20")]);
+    let mut granted = Vec::new();
+    for i in 0..40 {
+        let mut ua = ua(&srv, &format!("jitter{i}"));
+        let c = contact(&format!("sip:jitter{i}@127.0.0.1:5999"));
+        let resp = ua.register(&[&c], Some(1000));
+        assert_code(&resp, 200);
+        let e = resp.contacts()[0].1.expect("expires parameter");
+        assert!((800..=1000).contains(&e), "granted {e}");
+        granted.push(e);
+    }
+    granted.sort_unstable();
+    granted.dedup();
+    assert!(granted.len() > 10, "no spread: {granted:?}");
 }

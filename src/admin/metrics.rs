@@ -10,7 +10,9 @@ use std::fmt::Write;
 use std::sync::atomic::AtomicU64;
 
 use super::AdminState;
-use crate::stats::{read, Drop, WorkerStats, METHOD_LABELS, PARSE_ERROR_LABELS, STATUS_CODES};
+use crate::stats::{
+    read, Drop, TcpClose, TcpReject, WorkerStats, METHOD_LABELS, PARSE_ERROR_LABELS, STATUS_CODES,
+};
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Kind {
@@ -217,7 +219,7 @@ pub fn render(state: &AdminState, out: &mut String) {
             sum(w, |s| &s.drops[d as usize]),
         );
     }
-    let counters: [(&str, &str, Field); 10] = [
+    let counters: [(&str, &str, Field); 14] = [
         (
             "parse_errors_total",
             "Requests answered 4xx/5xx because they were malformed.",
@@ -232,6 +234,16 @@ pub fn render(state: &AdminState, out: &mut String) {
             "auth_failures_total",
             "Requests refused for bad or unknown credentials.",
             |s| &s.auth_failures,
+        ),
+        (
+            "auth_lockouts_total",
+            "Lockouts begun by the brute-force guard (--auth-fail-limit), per source or user.",
+            |s| &s.auth_lockouts,
+        ),
+        (
+            "auth_locked_rejections_total",
+            "Requests answered 403 because their source or user was locked out.",
+            |s| &s.auth_locked_rejections,
         ),
         (
             "retransmissions_total",
@@ -262,14 +274,64 @@ pub fn render(state: &AdminState, out: &mut String) {
             &s.tcp_accepted
         }),
         (
-            "tcp_closed_idle_total",
-            "SIP TCP connections closed for idleness.",
-            |s| &s.tcp_closed_idle,
+            "worker_commands_dropped_total",
+            "Server-originated requests dropped because a worker's command queue was full.",
+            |s| &s.commands_dropped,
+        ),
+        (
+            "timer_queue_waits_total",
+            "Times a worker found the timer queue full and waited for it.",
+            |s| &s.timer_queue_waits,
+        ),
+        (
+            "udp_send_errors_total",
+            "Answers over UDP the kernel refused to send.",
+            |s| &s.udp_send_errors,
         ),
     ];
     for (name, help, f) in counters {
         e.single(name, Kind::Counter, help, sum(w, f));
     }
+
+    // --- transport bounds (--tcp-*, --udp-rcvbuf)
+    e.single(
+        "tcp_connections",
+        Kind::Gauge,
+        "SIP TCP connections open.",
+        sum(w, |s| &s.tcp_open),
+    );
+    e.family(
+        "tcp_rejected_total",
+        Kind::Counter,
+        "SIP TCP connections closed at accept for being over a cap, by cap.",
+    );
+    for r in TcpReject::ALL {
+        e.sample(
+            "tcp_rejected_total",
+            &[("reason", r.label())],
+            sum(w, |s| &s.tcp_rejected[r as usize]),
+        );
+    }
+    e.family(
+        "tcp_closed_total",
+        Kind::Counter,
+        "SIP TCP connections the server closed, by reason.",
+    );
+    for c in TcpClose::ALL {
+        e.sample(
+            "tcp_closed_total",
+            &[("reason", c.label())],
+            sum(w, |s| &s.tcp_closed[c as usize]),
+        );
+    }
+    // Every worker asks for the same size; the smallest grant is the one
+    // that limits a burst.
+    e.single(
+        "udp_rcvbuf_bytes",
+        Kind::Gauge,
+        "UDP receive buffer per worker socket as the kernel reports it (SO_RCVBUF; Linux reports twice the usable size).",
+        w.iter().map(|s| read(&s.udp_rcvbuf)).min().unwrap_or(0),
+    );
 
     // --- timer thread
     e.single(
@@ -289,6 +351,45 @@ pub fn render(state: &AdminState, out: &mut String) {
         Kind::Counter,
         "Timer events that found their device changed (no-op).",
         read(&ts.events_stale),
+    );
+
+    // --- state snapshots (--state)
+    let ps = &state.persist;
+    e.single(
+        "state_saves_total",
+        Kind::Counter,
+        "Snapshots of the device table written (--state).",
+        read(&ps.saves),
+    );
+    e.single(
+        "state_save_failures_total",
+        Kind::Counter,
+        "Snapshots that failed; the previous one stays in place.",
+        read(&ps.save_failures),
+    );
+    e.single(
+        "state_last_save_devices",
+        Kind::Gauge,
+        "Devices in the latest snapshot.",
+        read(&ps.last_save_devices),
+    );
+    e.single(
+        "state_last_save_bytes",
+        Kind::Gauge,
+        "Size of the latest snapshot.",
+        read(&ps.last_save_bytes),
+    );
+    e.single(
+        "state_last_save_microseconds",
+        Kind::Gauge,
+        "How long the latest snapshot took to write, fsync included.",
+        read(&ps.last_save_micros),
+    );
+    e.single(
+        "state_restored_devices",
+        Kind::Gauge,
+        "Devices restored from the snapshot at start.",
+        read(&ps.restored_devices),
     );
 
     // --- GB28181
@@ -370,6 +471,18 @@ pub fn render(state: &AdminState, out: &mut String) {
     for (id, s) in ids.iter().zip(w) {
         let n = s.responses.iter().map(read).sum();
         e.sample("worker_responses_total", &[("worker", id)], n);
+    }
+    e.family(
+        "worker_tcp_connections",
+        Kind::Gauge,
+        "SIP TCP connections each worker holds open (capped by --tcp-max-connections).",
+    );
+    for (id, s) in ids.iter().zip(w) {
+        e.sample(
+            "worker_tcp_connections",
+            &[("worker", id)],
+            read(&s.tcp_open),
+        );
     }
     e.family(
         "worker_drops_total",

@@ -25,7 +25,7 @@ use std::sync::Arc;
 
 use crate::gb28181::QuerySender;
 use crate::registry::Registry;
-use crate::stats::{GbStats, TimerStats, WorkerStats};
+use crate::stats::{GbStats, PersistStats, TimerStats, WorkerStats};
 
 pub use api::{handle, Response};
 pub use server::spawn;
@@ -39,4 +39,6 @@ pub struct AdminState {
     pub timer_stats: Arc<TimerStats>,
     pub gb_stats: Arc<GbStats>,
     pub queries: Arc<dyn QuerySender>,
+    /// State snapshots (all zero without `--state`).
+    pub persist: Arc<PersistStats>,
 }

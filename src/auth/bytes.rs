@@ -3,7 +3,7 @@
 //!
 //! Nothing here allocates; every output is a caller-provided or fixed-size array.
 
-use md5::{Digest, Md5};
+use md5::Digest;
 
 const HEX_DIGITS: &[u8; 16] = b"0123456789abcdef";
 
@@ -65,12 +65,12 @@ pub(crate) fn ct_eq(a: &[u8], b: &[u8]) -> bool {
     std::hint::black_box(diff) == 0
 }
 
-/// Feeds `s` to `h` as the value of a quoted-string with its quoted-pairs
+/// Feeds `s` to `h` (MD5 or SHA-256) as the value of a quoted-string with its quoted-pairs
 /// undone (RFC 3261 §25.1: `quoted-pair = "\" (%x00-09 / %x0B-0C / %x0E-7F)`).
 ///
 /// The scanner hands over what is between the quotes with escapes intact, but
 /// the digest is computed over the unquoted value (RFC 2617 §3.2.2: "unq(...)").
-pub(crate) fn md5_update_unquoted(h: &mut Md5, mut s: &[u8]) {
+pub(crate) fn update_unquoted<D: Digest>(h: &mut D, mut s: &[u8]) {
     while let Some(i) = memchr::memchr(b'\\', s) {
         h.update(&s[..i]);
         match s.get(i + 1) {
@@ -130,6 +130,7 @@ pub(crate) fn push_quoted(out: &mut Vec<u8>, s: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use md5::Md5;
 
     #[test]
     fn hex_round_trip() {
@@ -175,7 +176,7 @@ mod tests {
             let mut buf = [0u8; 32];
             let unq = unquote_into(raw, &mut buf).expect("fits");
             let mut a = Md5::new();
-            md5_update_unquoted(&mut a, raw);
+            update_unquoted(&mut a, raw);
             assert_eq!(a.finalize(), Md5::digest(unq), "{raw:?}");
         }
         let mut buf = [0u8; 8];

@@ -1,15 +1,30 @@
-//! Who may register: HA1 values from an htdigest file and/or one shared
-//! password.
+//! Who may register, and with which digest algorithms: HA1 values from an
+//! htdigest file and/or one shared password.
 //!
-//! The htdigest format (Apache `htdigest`) is `user:realm:HA1` per line, with
-//! HA1 = hex MD5(user ":" realm ":" password) (RFC 2617 §3.2.2.2). Storing HA1
-//! rather than passwords means the file never holds a plaintext password and
-//! a request costs no HA1 computation for listed users.
+//! # The credentials file
+//!
+//! One user per line, an extension of Apache's htdigest format that htdigest
+//! files keep reading as before:
+//!
+//! ```text
+//! user:realm:MD5-HA1                  # htdigest as written by Apache's tool
+//! user:realm:MD5-HA1:SHA-256-HA1      # both algorithms
+//! user:realm::SHA-256-HA1             # SHA-256 only: MD5 refused for this user
+//! ```
+//!
+//! with MD5-HA1 = hex MD5(user ":" realm ":" password) (32 digits, RFC 2617
+//! §3.2.2.2) and SHA-256-HA1 = hex SHA-256 of the same string (64 digits,
+//! RFC 7616 §3.4.2). Storing HA1 rather than passwords means the file never
+//! holds a plaintext password and a request costs no HA1 computation for
+//! listed users. A user without a SHA-256 HA1 cannot answer a SHA-256
+//! challenge (the HA1 of one algorithm cannot be turned into the other's), so
+//! such a user answers the MD5 challenge, as devices that only know MD5 do.
 //!
 //! Listed users use their own HA1; with a shared password, every other user
-//! name is accepted with HA1 = MD5(username:realm:password), the way GB28181
-//! platforms authenticate devices that all share one password (DESIGN.md).
-//! The store is built once at start and then read by all workers.
+//! name is accepted with HA1 = H(username:realm:password) for either
+//! algorithm, the way GB28181 platforms authenticate devices that all share
+//! one password (DESIGN.md). The store is built once at start and then read
+//! by all workers.
 
 use std::collections::HashMap;
 use std::fmt;
@@ -17,11 +32,87 @@ use std::io;
 use std::path::{Path, PathBuf};
 
 use md5::{Digest, Md5};
+use sha2::Sha256;
 
 use super::bytes::{hex_decode_into, unquote_into};
+use super::digest::Algorithm;
 
 /// HA1 in binary: MD5(username ":" realm ":" password), RFC 2617 §3.2.2.2.
 pub type Ha1 = [u8; 16];
+
+/// HA1 for `algorithm=SHA-256` in binary: SHA-256(username ":" realm ":"
+/// password), RFC 7616 §3.4.2.
+pub type Ha1Sha256 = [u8; 32];
+
+/// H(A1) for one algorithm: what a verification or a client response needs.
+#[derive(Clone, Copy, PartialEq, Eq)]
+pub enum Ha1Key {
+    /// For `algorithm=MD5` (or none).
+    Md5(Ha1),
+    /// For `algorithm=SHA-256`.
+    Sha256(Ha1Sha256),
+}
+
+impl Ha1Key {
+    /// H(user ":" realm ":" password) with `algorithm`'s hash (plain values).
+    pub fn derive(algorithm: Algorithm, user: &[u8], realm: &[u8], password: &[u8]) -> Ha1Key {
+        match algorithm {
+            Algorithm::Md5 => Ha1Key::Md5(ha1(user, realm, password)),
+            Algorithm::Sha256 => Ha1Key::Sha256(ha1_sha256(user, realm, password)),
+        }
+    }
+
+    /// The algorithm this H(A1) is for.
+    pub fn algorithm(&self) -> Algorithm {
+        match self {
+            Ha1Key::Md5(_) => Algorithm::Md5,
+            Ha1Key::Sha256(_) => Algorithm::Sha256,
+        }
+    }
+
+    /// The binary H(A1): 16 or 32 bytes.
+    pub fn as_bytes(&self) -> &[u8] {
+        match self {
+            Ha1Key::Md5(h) => h,
+            Ha1Key::Sha256(h) => h,
+        }
+    }
+}
+
+impl fmt::Debug for Ha1Key {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // A password equivalent: never printed.
+        write!(f, "Ha1Key({}, ..)", self.algorithm())
+    }
+}
+
+/// HA1 for a user, realm and password with SHA-256 (RFC 7616 §3.4.2).
+/// All three are the plain (unquoted) values.
+pub fn ha1_sha256(user: &[u8], realm: &[u8], password: &[u8]) -> Ha1Sha256 {
+    let mut h = Sha256::new();
+    h.update(user);
+    h.update(b":");
+    h.update(realm);
+    h.update(b":");
+    h.update(password);
+    h.finalize().into()
+}
+
+/// A listed user's HA1s; at least one is present.
+#[derive(Clone, Copy)]
+struct UserHa1 {
+    md5: Option<Ha1>,
+    sha256: Option<Ha1Sha256>,
+}
+
+impl UserHa1 {
+    fn key(&self, algorithm: Algorithm) -> Option<Ha1Key> {
+        match algorithm {
+            Algorithm::Md5 => self.md5.map(Ha1Key::Md5),
+            Algorithm::Sha256 => self.sha256.map(Ha1Key::Sha256),
+        }
+    }
+}
 
 /// Longest user name (after undoing quoted-pairs) that is looked up when it
 /// arrived with escapes; unescaped names of any length are looked up as is.
@@ -44,8 +135,13 @@ pub fn ha1(user: &[u8], realm: &[u8], password: &[u8]) -> Ha1 {
 pub enum LineError {
     /// Fewer than three `:`-separated fields.
     MissingField,
-    /// The HA1 field is not exactly 32 hex digits.
+    /// The (MD5) HA1 field is neither empty nor exactly 32 hex digits.
     BadHa1,
+    /// The fourth (SHA-256 HA1) field is neither empty nor exactly 64 hex
+    /// digits.
+    BadSha256Ha1,
+    /// Both HA1 fields are empty.
+    MissingHa1,
     /// The user field is empty.
     EmptyUser,
     /// The user appears earlier in the file for the same realm.
@@ -60,6 +156,10 @@ impl fmt::Display for LineError {
         match self {
             LineError::MissingField => f.write_str("missing field, expected user:realm:HA1"),
             LineError::BadHa1 => f.write_str("HA1 is not 32 hex digits"),
+            LineError::BadSha256Ha1 => f.write_str("SHA-256 HA1 is not 64 hex digits"),
+            LineError::MissingHa1 => {
+                f.write_str("no HA1, expected user:realm:MD5-HA1[:SHA-256-HA1]")
+            }
             LineError::EmptyUser => f.write_str("empty user name"),
             LineError::DuplicateUser { first_line } => {
                 write!(f, "user already listed on line {first_line}")
@@ -78,7 +178,7 @@ pub enum LoadError {
         /// What the OS said.
         source: io::Error,
     },
-    /// A line is not `user:realm:HA1`.
+    /// A line is not `user:realm:HA1[:SHA-256-HA1]`.
     Malformed {
         /// The file named on the command line.
         path: PathBuf,
@@ -116,9 +216,12 @@ pub struct CredentialStore {
     realm: Box<[u8]>,
     /// Users from the file, for `realm` only. std's SipHash with random keys:
     /// user names come from the network (STYLE.md, hash flooding).
-    users: HashMap<Box<[u8]>, Ha1>,
+    users: HashMap<Box<[u8]>, UserHa1>,
     password: Option<Box<[u8]>>,
     skipped_other_realm: usize,
+    /// Challenges offered, in order; responses with another algorithm are
+    /// refused.
+    algorithms: Vec<Algorithm>,
 }
 
 impl fmt::Debug for CredentialStore {
@@ -129,6 +232,7 @@ impl fmt::Debug for CredentialStore {
             .field("users", &self.users.len())
             .field("shared_password", &self.password.is_some())
             .field("skipped_other_realm", &self.skipped_other_realm)
+            .field("algorithms", &self.algorithms)
             .finish()
     }
 }
@@ -136,12 +240,15 @@ impl fmt::Debug for CredentialStore {
 impl CredentialStore {
     /// A store for `realm` with no users and no shared password: every
     /// lookup fails until [`with_password`](Self::with_password) or a file.
+    /// It offers [`Algorithm::ALL`] (SHA-256, then MD5) until
+    /// [`with_algorithms`](Self::with_algorithms).
     pub fn new(realm: &[u8]) -> Self {
         CredentialStore {
             realm: realm.into(),
             users: HashMap::new(),
             password: None,
             skipped_other_realm: 0,
+            algorithms: Algorithm::ALL.to_vec(),
         }
     }
 
@@ -176,8 +283,8 @@ impl CredentialStore {
                 line: line_no,
                 what,
             };
-            let mut fields = line.splitn(3, |&b| b == b':');
-            let (Some(user), Some(line_realm), Some(ha1_hex)) =
+            let mut fields = line.splitn(4, |&b| b == b':');
+            let (Some(user), Some(line_realm), Some(md5_hex)) =
                 (fields.next(), fields.next(), fields.next())
             else {
                 return Err(malformed(LineError::MissingField));
@@ -185,10 +292,7 @@ impl CredentialStore {
             if user.is_empty() {
                 return Err(malformed(LineError::EmptyUser));
             }
-            let mut ha1 = [0u8; 16];
-            if !hex_decode_into(ha1_hex, &mut ha1) {
-                return Err(malformed(LineError::BadHa1));
-            }
+            let entry = parse_ha1s(md5_hex, fields.next().unwrap_or(b"")).map_err(malformed)?;
             if line_realm != realm {
                 store.skipped_other_realm += 1;
                 continue;
@@ -197,9 +301,40 @@ impl CredentialStore {
                 return Err(malformed(LineError::DuplicateUser { first_line }));
             }
             first_seen.insert(user, line_no);
-            store.users.insert(user.into(), ha1);
+            store.users.insert(user.into(), entry);
         }
         Ok(store)
+    }
+
+    /// Sets the digest algorithms offered, in challenge order (RFC 8760
+    /// §2.4: strongest first); a response with any other algorithm is
+    /// refused like a wrong password. An empty list is ignored (the command
+    /// line refuses it).
+    pub fn with_algorithms(mut self, algorithms: &[Algorithm]) -> Self {
+        debug_assert!(!algorithms.is_empty(), "no digest algorithm offered");
+        if !algorithms.is_empty() {
+            self.algorithms = algorithms.to_vec();
+        }
+        self
+    }
+
+    /// The algorithms offered, in challenge order.
+    pub fn algorithms(&self) -> &[Algorithm] {
+        &self.algorithms
+    }
+
+    /// Whether responses with `algorithm` are accepted.
+    pub fn offers(&self, algorithm: Algorithm) -> bool {
+        self.algorithms.contains(&algorithm)
+    }
+
+    /// File users that have no HA1 for `algorithm` (they cannot answer its
+    /// challenge; worth a warning when it is the only one offered).
+    pub fn users_without(&self, algorithm: Algorithm) -> usize {
+        self.users
+            .values()
+            .filter(|u| u.key(algorithm).is_none())
+            .count()
     }
 
     /// Adds the shared password used for every user not in the file.
@@ -246,24 +381,62 @@ impl CredentialStore {
         unquote_into(username, &mut buf).is_some_and(|u| self.users.contains_key(u))
     }
 
-    /// HA1 for `username` as it appears between the quotes of the
-    /// Authorization header (quoted-pairs are undone here).
-    ///
-    /// File users get their stored HA1; any other name gets
-    /// MD5(username:realm:password) when a shared password is set; `None`
-    /// otherwise. On `None`, verify against [`super::dummy_ha1`] anyway (or
-    /// use [`super::verify_user`]) so an unknown user costs the same as a
-    /// wrong password (RFC 7616 §5.3 on not revealing valid user names).
+    /// MD5 HA1 for `username` as it appears between the quotes of the
+    /// Authorization header (quoted-pairs are undone here); see
+    /// [`lookup_key`](Self::lookup_key).
     pub fn lookup(&self, username: &[u8]) -> Option<Ha1> {
+        match self.lookup_key(username, Algorithm::Md5)? {
+            Ha1Key::Md5(h) => Some(h),
+            Ha1Key::Sha256(_) => None,
+        }
+    }
+
+    /// H(A1) for `username` (as it appears between the quotes of the
+    /// Authorization header; quoted-pairs are undone here) and `algorithm`.
+    ///
+    /// File users get their stored HA1 for that algorithm, `None` when their
+    /// line has none; any other name gets H(username:realm:password) when a
+    /// shared password is set; `None` otherwise. On `None`, verify against
+    /// [`super::dummy_key`] anyway (or use [`super::verify_user_key`]) so an
+    /// unknown user costs the same as a wrong password (RFC 7616 §5.3 on not
+    /// revealing valid user names).
+    pub fn lookup_key(&self, username: &[u8], algorithm: Algorithm) -> Option<Ha1Key> {
         let mut buf = [0u8; MAX_ESCAPED_USERNAME];
         let user = unquote_into(username, &mut buf)?;
-        if let Some(ha1) = self.users.get(user) {
-            return Some(*ha1);
+        if let Some(entry) = self.users.get(user) {
+            return entry.key(algorithm);
         }
         self.password
             .as_deref()
-            .map(|password| ha1(user, &self.realm, password))
+            .map(|password| Ha1Key::derive(algorithm, user, &self.realm, password))
     }
+}
+
+/// The HA1 fields of a line: MD5 (empty or 32 hex digits) and SHA-256
+/// (empty or 64 hex digits), at least one present.
+fn parse_ha1s(md5_hex: &[u8], sha256_hex: &[u8]) -> Result<UserHa1, LineError> {
+    let md5 = if md5_hex.is_empty() {
+        None
+    } else {
+        let mut h = [0u8; 16];
+        if !hex_decode_into(md5_hex, &mut h) {
+            return Err(LineError::BadHa1);
+        }
+        Some(h)
+    };
+    let sha256 = if sha256_hex.is_empty() {
+        None
+    } else {
+        let mut h = [0u8; 32];
+        if !hex_decode_into(sha256_hex, &mut h) {
+            return Err(LineError::BadSha256Ha1);
+        }
+        Some(h)
+    };
+    if md5.is_none() && sha256.is_none() {
+        return Err(LineError::MissingHa1);
+    }
+    Ok(UserHa1 { md5, sha256 })
 }
 
 #[cfg(test)]
@@ -276,6 +449,8 @@ mod tests {
 
     /// An arbitrary HA1 (its password does not matter here).
     const SOME_HA1: &str = "b0f6e4b0e8f1e2cd3e2d3fe8d4aa0f60";
+    /// An arbitrary SHA-256 HA1.
+    const SOME_SHA: &str = "0123456789abcdef0123456789abcdef0123456789abcdef0123456789abcdef";
 
     #[test]
     fn ha1_matches_rfc_2617_example() {
@@ -361,7 +536,28 @@ mod tests {
         );
         assert_eq!(
             malformed_line(&format!("{good}b:hik:{SOME_HA1}:extra\n")),
-            (4, LineError::BadHa1)
+            (4, LineError::BadSha256Ha1)
+        );
+        assert_eq!(
+            malformed_line(&format!("{good}b:hik:{SOME_HA1}:{SOME_HA1}\n")),
+            (4, LineError::BadSha256Ha1)
+        );
+        assert_eq!(
+            malformed_line(&format!("{good}b:hik:{SOME_HA1}:{SOME_SHA}:x\n")),
+            (4, LineError::BadSha256Ha1)
+        );
+        assert_eq!(
+            malformed_line(&format!("{good}b:hik:{SOME_SHA}\n")),
+            (4, LineError::BadHa1),
+            "a SHA-256 HA1 goes in the fourth field"
+        );
+        assert_eq!(
+            malformed_line(&format!("{good}b:hik:\n")),
+            (4, LineError::MissingHa1)
+        );
+        assert_eq!(
+            malformed_line(&format!("{good}b:hik::\n")),
+            (4, LineError::MissingHa1)
         );
         assert_eq!(
             malformed_line(&format!("{good}:hik:{SOME_HA1}\n")),
@@ -447,6 +643,91 @@ mod tests {
         assert!(store.is_empty());
         assert_eq!(store.lookup(b"admin"), None);
         assert!(!format!("{store:?}").contains("12345"));
+    }
+
+    #[test]
+    fn ha1_sha256_matches_rfc_7616_example() {
+        // RFC 7616 §3.9.1: Mufasa / http-auth@example.org / "Circle of Life".
+        let h = ha1_sha256(b"Mufasa", b"http-auth@example.org", b"Circle of Life");
+        let mut hex = [0u8; 64];
+        super::super::bytes::hex_encode_into(&h, &mut hex);
+        assert_eq!(
+            &hex[..],
+            b"7987c64c30e25f1b74be53f966b49b90f2808aa92faf9a00262392d7b4794232"
+        );
+        assert_eq!(
+            Ha1Key::derive(
+                Algorithm::Sha256,
+                b"Mufasa",
+                b"http-auth@example.org",
+                b"Circle of Life"
+            ),
+            Ha1Key::Sha256(h)
+        );
+        let md5 = ha1(b"Mufasa", b"http-auth@example.org", b"Circle of Life");
+        assert_eq!(
+            &super::super::bytes::hex16(&md5),
+            b"3d78807defe7de2157e2b0b6573a855f"
+        );
+        assert!(!format!("{:?}", Ha1Key::Md5(md5)).contains("3d"));
+    }
+
+    #[test]
+    fn lines_hold_either_or_both_ha1_forms() {
+        let text = format!(
+            "md5only:hik:{SOME_HA1}\n\
+             both:hik:{SOME_HA1}:{SOME_SHA}\n\
+             shaonly:hik::{SOME_SHA}\n\
+             trailing:hik:{SOME_HA1}:\n"
+        );
+        let store = CredentialStore::from_htdigest(text.as_bytes(), path(), b"hik").expect("loads");
+        assert_eq!(store.users(), 4);
+        let mut md5 = [0u8; 16];
+        assert!(hex_decode_into(SOME_HA1.as_bytes(), &mut md5));
+        let mut sha = [0u8; 32];
+        assert!(hex_decode_into(SOME_SHA.as_bytes(), &mut sha));
+        let key = |u: &[u8], a| store.lookup_key(u, a);
+        assert_eq!(key(b"md5only", Algorithm::Md5), Some(Ha1Key::Md5(md5)));
+        assert_eq!(key(b"md5only", Algorithm::Sha256), None);
+        assert_eq!(key(b"both", Algorithm::Md5), Some(Ha1Key::Md5(md5)));
+        assert_eq!(key(b"both", Algorithm::Sha256), Some(Ha1Key::Sha256(sha)));
+        assert_eq!(key(b"shaonly", Algorithm::Md5), None);
+        assert_eq!(store.lookup(b"shaonly"), None);
+        assert_eq!(
+            key(b"shaonly", Algorithm::Sha256),
+            Some(Ha1Key::Sha256(sha))
+        );
+        assert_eq!(key(b"trailing", Algorithm::Sha256), None);
+        assert!(store.is_listed(b"shaonly"));
+        assert_eq!(store.users_without(Algorithm::Sha256), 2);
+        assert_eq!(store.users_without(Algorithm::Md5), 1);
+
+        // A listed user without a SHA-256 HA1 does not fall back to the
+        // shared password: the file decides for listed users.
+        let store = store.with_password(b"12345");
+        assert_eq!(key2(&store, b"md5only", Algorithm::Sha256), None);
+        assert_eq!(
+            key2(&store, b"device", Algorithm::Sha256),
+            Some(Ha1Key::Sha256(ha1_sha256(b"device", b"hik", b"12345")))
+        );
+        assert_eq!(
+            key2(&store, b"device", Algorithm::Md5),
+            Some(Ha1Key::Md5(ha1(b"device", b"hik", b"12345")))
+        );
+    }
+
+    fn key2(store: &CredentialStore, u: &[u8], a: Algorithm) -> Option<Ha1Key> {
+        store.lookup_key(u, a)
+    }
+
+    #[test]
+    fn algorithms_default_to_sha256_then_md5_and_can_be_narrowed() {
+        let store = CredentialStore::new(b"hik");
+        assert_eq!(store.algorithms(), [Algorithm::Sha256, Algorithm::Md5]);
+        assert!(store.offers(Algorithm::Md5));
+        let store = store.with_algorithms(&[Algorithm::Md5]);
+        assert_eq!(store.algorithms(), [Algorithm::Md5]);
+        assert!(!store.offers(Algorithm::Sha256));
     }
 
     fn hex_str(h: &Ha1) -> String {

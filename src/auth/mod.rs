@@ -1,25 +1,30 @@
-//! Digest authentication (RFC 2617, with RFC 7616's MD5 semantics), sans-IO.
+//! Digest authentication (RFC 2617, RFC 7616 with MD5 and SHA-256, RFC 8760
+//! for SIP), sans-IO.
 //!
 //! What a REGISTER needs to be authenticated, without sockets, clocks or
 //! per-challenge state:
 //!
 //! - [`NonceSecret`] issues stateless nonces (issue time + MAC) that any
 //!   worker can check, and the run's `opaque`;
-//! - [`CredentialStore`] maps a user name to HA1, from an htdigest file and/or
-//!   one shared password;
+//! - [`CredentialStore`] maps a user name to HA1 for each [`Algorithm`], from
+//!   a credentials file and/or one shared password, and says which algorithms
+//!   are offered;
 //! - [`DigestResponse`] is the Authorization header's parameters, borrowed
-//!   from the message as the scanner found them; [`verify`] checks the digest
-//!   in constant time with no allocation;
+//!   from the message as the scanner found them; [`verify_key`] checks the
+//!   digest in constant time with no allocation;
 //! - [`NonceCounts`] remembers the highest `nc` per nonce for `qop=auth`
-//!   replay protection, in bounded memory;
-//! - [`write_challenge`] writes the 401/407 header;
+//!   replay protection — or, with one-time nonces, each nonce's single use —
+//!   in bounded memory;
+//! - [`AuthGuard`] counts failed answers per source and per user and locks
+//!   guessers out, in bounded memory;
+//! - [`write_challenge`] writes one 401/407 header;
 //! - [`Authenticator`] ties them together in the order that keeps an unknown
 //!   user indistinguishable from a wrong password and sends `stale=true` only
-//!   for a right digest with an expired nonce.
+//!   for a right digest whose nonce can no longer be used.
 //!
 //! ```
-//! use sipreg::auth::{Authenticator, CredentialStore, DigestResponse, NonceCounts,
-//!                    NonceSecret, Verdict, client_response, ha1};
+//! use sipreg::auth::{client_response_key, Algorithm, Authenticator, CredentialStore,
+//!                    DigestResponse, Ha1Key, NonceCounts, NonceSecret, Verdict};
 //!
 //! let store = CredentialStore::new(b"hik").with_password(b"12345");
 //! let secret = NonceSecret::from_bytes([1; 16]); // NonceSecret::random() in main
@@ -28,14 +33,16 @@
 //!
 //! let now = 1_700_000_000;
 //! let mut challenge = Vec::new();
+//! // One WWW-Authenticate per algorithm offered, SHA-256 first, one nonce.
 //! let nonce = auth.challenge(&mut challenge, "WWW-Authenticate", now, false);
 //!
-//! // The device answers (what a client or the load generator computes):
+//! // The device answers the first challenge it supports (RFC 8760 §2.4):
 //! let uri = b"sip:130909115229300920@10.64.49.44:7100";
-//! let response = client_response(&ha1(b"admin", b"hik", b"12345"), nonce.as_bytes(),
-//!                                b"REGISTER", uri, None);
-//! let params: [(&[u8], &[u8]); 5] = [(b"username", b"admin"), (b"realm", b"hik"),
-//!     (b"nonce", nonce.as_bytes()), (b"uri", uri), (b"response", &response)];
+//! let key = Ha1Key::derive(Algorithm::Sha256, b"admin", b"hik", b"12345");
+//! let response = client_response_key(&key, nonce.as_bytes(), b"REGISTER", uri, None);
+//! let params: [(&[u8], &[u8]); 6] = [(b"username", b"admin"), (b"realm", b"hik"),
+//!     (b"nonce", nonce.as_bytes()), (b"uri", uri), (b"response", &response),
+//!     (b"algorithm", b"SHA-256")];
 //! let resp = DigestResponse::from_params(params).expect("all parameters present");
 //! assert_eq!(auth.authenticate(&resp, b"REGISTER", now + 1), Verdict::Authorized);
 //! ```
@@ -44,6 +51,7 @@ mod bytes;
 mod challenge;
 mod credentials;
 mod digest;
+mod guard;
 mod nonce;
 mod nonce_count;
 
@@ -51,14 +59,19 @@ mod nonce_count;
 mod tests;
 
 pub use challenge::write_challenge;
-pub use credentials::{ha1, CredentialStore, Ha1, LineError, LoadError, MAX_ESCAPED_USERNAME};
-pub use digest::{
-    client_response, dummy_ha1, expected_response, verify, verify_detailed, verify_user, AuthError,
-    DigestResponse,
+pub use credentials::{
+    ha1, ha1_sha256, CredentialStore, Ha1, Ha1Key, Ha1Sha256, LineError, LoadError,
+    MAX_ESCAPED_USERNAME,
 };
+pub use digest::{
+    client_response, client_response_key, dummy_ha1, dummy_key, expected_response, verify,
+    verify_detailed, verify_key, verify_user, verify_user_key, Algorithm, AuthError,
+    DigestResponse, ResponseHex,
+};
+pub use guard::{AuthGuard, GuardConfig, Locked, NewLockouts, SLOTS as GUARD_SLOTS};
 pub use nonce::{Nonce, NonceSecret, NonceStatus, MAX_FUTURE_SKEW_SECS, NONCE_LEN, SECRET_LEN};
 pub use nonce_count::{
-    format_nc, parse_nc, NonceCounts, MAX_TRACKED_NONCES, PRUNE_INTERVAL_SECS, SHARDS,
+    format_nc, parse_nc, NonceCounts, NonceUse, MAX_TRACKED_NONCES, PRUNE_INTERVAL_SECS, SHARDS,
 };
 
 /// Outcome of [`Authenticator::authenticate`].
@@ -67,23 +80,26 @@ pub use nonce_count::{
 pub enum Verdict {
     /// Accept the request.
     Authorized,
-    /// The digest was right but the nonce expired: challenge again with
-    /// `stale=true` (RFC 2617 §3.2.1).
+    /// The digest was right but its nonce can no longer be used — expired,
+    /// issued before a restart, or (one-time nonces) already used: challenge
+    /// again with `stale=true` (RFC 7616 §3.3).
     Stale,
-    /// Challenge again (without `stale`); the reason is for metrics only and
-    /// must not change the answer.
+    /// Challenge again (without `stale`); the reason is for metrics and the
+    /// brute-force guard only and must not change the answer.
     Rejected(AuthError),
 }
 
 /// The shared, read-only pieces a worker needs to authenticate requests.
-/// Cheap to build per request from `Arc`s held by the worker.
+/// Cheap to build per request from `Arc`s held by the worker. The algorithms
+/// offered are the store's ([`CredentialStore::with_algorithms`]), one-time
+/// nonces the counts' ([`NonceCounts::with_one_time`]).
 #[derive(Debug, Clone, Copy)]
 pub struct Authenticator<'s> {
-    /// HA1 per user, and the realm.
+    /// HA1 per user and algorithm, the realm, the algorithms offered.
     pub store: &'s CredentialStore,
     /// Key behind nonces and opaque.
     pub secret: &'s NonceSecret,
-    /// qop=auth nonce-counts.
+    /// qop=auth nonce-counts, or one-time nonce uses.
     pub counts: &'s NonceCounts,
     /// Nonce lifetime (`--nonce-ttl`); use the same value for `counts`.
     pub ttl_secs: u64,
@@ -93,8 +109,8 @@ impl Authenticator<'_> {
     /// Decides on a request's digest at `now_secs`.
     ///
     /// Order matters: checks that reveal nothing about the user (realm,
-    /// nonce MAC) come first; then the digest is verified the same way for
-    /// known and unknown users ([`verify_user`]); only a right digest can
+    /// algorithm) come first; then the digest is verified the same way for
+    /// known and unknown users ([`verify_user_key`]); only a right digest can
     /// earn `Stale` (RFC 2617 §3.2.1: stale means the digest was valid) or
     /// touch the nonce-count table.
     pub fn authenticate(&self, resp: &DigestResponse<'_>, method: &[u8], now_secs: u64) -> Verdict {
@@ -103,32 +119,51 @@ impl Authenticator<'_> {
         if bytes::unquote_into(resp.realm, &mut buf) != Some(self.store.realm()) {
             return Verdict::Rejected(AuthError::RealmMismatch);
         }
+        // RFC 7616 §3.4: the algorithm is one we offered; absent means MD5.
+        let algorithm = match resp.algorithm() {
+            Ok(a) if self.store.offers(a) => a,
+            _ => return Verdict::Rejected(AuthError::UnsupportedAlgorithm),
+        };
         let status = self.secret.check(resp.nonce, now_secs, self.ttl_secs);
-        if status == NonceStatus::Invalid {
-            return Verdict::Rejected(AuthError::InvalidNonce);
+        let key = self.store.lookup_key(resp.username, algorithm);
+        if let Err(e) = verify_user_key(resp, method, algorithm, key.as_ref()) {
+            // A nonce we never issued is reported as such, right digest or not.
+            return Verdict::Rejected(match status {
+                NonceStatus::Invalid => AuthError::InvalidNonce,
+                _ => e,
+            });
         }
-        let ha1 = self.store.lookup(resp.username);
-        if let Err(e) = verify_user(resp, method, ha1.as_ref()) {
-            return Verdict::Rejected(e);
+        match status {
+            NonceStatus::Fresh => {}
+            // RFC 2617 §3.2.1: stale=TRUE "if it receives a request for which
+            // the nonce is invalid but with a valid digest for that nonce" —
+            // expired, or issued by this server before a restart (a new
+            // secret): the device knows the password and only needs a new
+            // nonce, so it must not count as a failure.
+            NonceStatus::Stale | NonceStatus::Invalid => return Verdict::Stale,
         }
-        if status == NonceStatus::Stale {
-            return Verdict::Stale;
-        }
-        if resp.qop.is_some() {
-            // verify_user accepted the qop, so nc is 8 hex digits.
-            let Some(nc) = resp.nc_value() else {
-                return Verdict::Rejected(AuthError::BadNc);
-            };
+        let nc = match resp.qop {
+            // verify_user_key accepted the qop, so nc is 8 hex digits.
+            Some(_) => match resp.nc_value() {
+                Some(nc) => Some(nc),
+                None => return Verdict::Rejected(AuthError::BadNc),
+            },
+            None => None,
+        };
+        match self.counts.record_use(resp.nonce, nc, now_secs) {
+            NonceUse::Accepted => Verdict::Authorized,
+            // One-time nonces: the digest is right, the nonce used up.
+            NonceUse::Repeated if self.counts.one_time() => Verdict::Stale,
             // RFC 7616 §3.4: a repeated nc is a replay.
-            if !self.counts.check_and_update(resp.nonce, nc, now_secs) {
-                return Verdict::Rejected(AuthError::Replay);
-            }
+            NonceUse::Repeated | NonceUse::Refused => Verdict::Rejected(AuthError::Replay),
         }
-        Verdict::Authorized
     }
 
-    /// Issues a nonce at `now_secs` and appends the challenge header for it
-    /// (see [`write_challenge`]); returns the nonce.
+    /// Issues a nonce at `now_secs` and appends one challenge header for it
+    /// per algorithm offered, in the store's order (see [`write_challenge`]);
+    /// returns the nonce. All the headers share the nonce: a client answers
+    /// one of them (RFC 7616 §3.7), and a client that reads the nonce from
+    /// the first header but knows only MD5 still gets a valid answer.
     pub fn challenge(
         &self,
         out: &mut Vec<u8>,
@@ -137,14 +172,18 @@ impl Authenticator<'_> {
         stale: bool,
     ) -> Nonce {
         let nonce = self.secret.issue(now_secs);
-        write_challenge(
-            out,
-            header_name,
-            self.store.realm(),
-            nonce.as_bytes(),
-            &self.secret.opaque(),
-            stale,
-        );
+        let opaque = self.secret.opaque();
+        for &algorithm in self.store.algorithms() {
+            write_challenge(
+                out,
+                header_name,
+                self.store.realm(),
+                nonce.as_bytes(),
+                &opaque,
+                algorithm,
+                stale,
+            );
+        }
         nonce
     }
 }

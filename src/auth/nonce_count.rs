@@ -11,6 +11,18 @@
 //! and a nonce may be reused until its ttl runs out: that is the protection
 //! RFC 2617 offers for that mode.
 //!
+//! # One-time nonces
+//!
+//! [`NonceCounts::with_one_time`] (`--one-time-nonces`) makes every nonce
+//! answer exactly one request, with or without qop: the first use is recorded
+//! here and any later use, whatever its nc, is [`NonceUse::Repeated`]; the
+//! authenticator then challenges again with `stale=true` (RFC 7616 §3.3: the
+//! digest was right, the nonce is no longer usable). This is replay
+//! protection for devices that never send qop (RFC 7616 §5.4–5.5:
+//! limited-use nonces against replays), at the price of a challenge round
+//! trip per request. The same table and bound serve both modes: a nonce is
+//! tracked until its ttl.
+//!
 //! # Bounded size
 //!
 //! The table holds at most [`MAX_TRACKED_NONCES`] entries, split evenly over
@@ -52,6 +64,23 @@ pub struct NonceCounts {
     shards: Box<[Mutex<Shard>]>,
     ttl_secs: u64,
     shard_cap: usize,
+    /// Every nonce answers one request only.
+    one_time: bool,
+}
+
+/// What [`NonceCounts::record_use`] decided.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[must_use]
+pub enum NonceUse {
+    /// A first use, a higher nc, or (multi-use mode, no qop) nothing to
+    /// track: accept.
+    Accepted,
+    /// Used before: an nc not above the recorded one (a replay, RFC 7616
+    /// §3.4), or any second use in one-time mode.
+    Repeated,
+    /// Cannot be tracked: `nc == 0`, a nonce not of our format or past its
+    /// ttl, or a new nonce while the table is full (see the module docs).
+    Refused,
 }
 
 impl std::fmt::Debug for NonceCounts {
@@ -59,6 +88,7 @@ impl std::fmt::Debug for NonceCounts {
         f.debug_struct("NonceCounts")
             .field("ttl_secs", &self.ttl_secs)
             .field("capacity", &self.capacity())
+            .field("one_time", &self.one_time)
             .finish_non_exhaustive()
     }
 }
@@ -97,7 +127,19 @@ impl NonceCounts {
             shards,
             ttl_secs,
             shard_cap,
+            one_time: false,
         }
+    }
+
+    /// Turns one-time mode on or off (see the module docs).
+    pub fn with_one_time(mut self, one_time: bool) -> Self {
+        self.one_time = one_time;
+        self
+    }
+
+    /// Whether every nonce answers one request only.
+    pub fn one_time(&self) -> bool {
+        self.one_time
     }
 
     /// Most entries this table will hold.
@@ -125,25 +167,47 @@ impl NonceCounts {
     /// RFC 7616 §3.4), `nc == 0` (counts start at 1, RFC 2617 §3.2.2), a
     /// nonce not of our format or past its ttl, or a new nonce while the
     /// table is full (see the module docs).
+    ///
+    /// In one-time mode only a nonce's first use is accepted.
     #[must_use]
     pub fn check_and_update(&self, nonce: &[u8], nc: u32, now_secs: u64) -> bool {
-        let Some((key, issued)) = nonce::decode(nonce) else {
-            return false;
-        };
-        if nc == 0 || expired(issued, now_secs, self.ttl_secs) {
-            return false;
+        self.record_use(nonce, Some(nc), now_secs) == NonceUse::Accepted
+    }
+
+    /// Records one use of `nonce` — with `nc` for a `qop=auth` request,
+    /// `None` without qop — and says whether to accept it.
+    ///
+    /// Multi-use mode: without qop nothing is tracked (accepted); with qop
+    /// as [`check_and_update`](Self::check_and_update). One-time mode: the
+    /// first use is accepted and recorded, any later one is
+    /// [`NonceUse::Repeated`].
+    ///
+    /// Call only after the nonce checked [`Fresh`](super::NonceStatus::Fresh)
+    /// and the digest verified (see `check_and_update`).
+    pub fn record_use(&self, nonce: &[u8], nc: Option<u32>, now_secs: u64) -> NonceUse {
+        if nc.is_none() && !self.one_time {
+            return NonceUse::Accepted;
         }
+        let Some((key, issued)) = nonce::decode(nonce) else {
+            return NonceUse::Refused;
+        };
+        // RFC 2617 §3.2.2: counts start at 1.
+        if nc == Some(0) || expired(issued, now_secs, self.ttl_secs) {
+            return NonceUse::Refused;
+        }
+        // Without qop a one-time nonce is recorded with count 0.
+        let nc = nc.unwrap_or(0);
         let shard_idx = usize::from(key[NONCE_RAW_LEN - 1]) % SHARDS;
         let mut shard = self.shards[shard_idx].lock();
         if now_secs >= shard.next_prune {
             self.prune_shard(&mut shard, now_secs);
         }
         if let Some(seen) = shard.counts.get_mut(&key) {
-            if nc <= *seen {
-                return false;
+            if self.one_time || nc <= *seen {
+                return NonceUse::Repeated;
             }
             *seen = nc;
-            return true;
+            return NonceUse::Accepted;
         }
         if shard.counts.len() >= self.shard_cap && shard.last_sweep != now_secs {
             // The periodic sweep may be up to PRUNE_INTERVAL_SECS behind, so
@@ -152,11 +216,11 @@ impl NonceCounts {
             self.prune_shard(&mut shard, now_secs);
         }
         if shard.counts.len() >= self.shard_cap {
-            return false;
+            return NonceUse::Refused;
         }
         shard.counts.insert(key, nc);
         debug_assert!(shard.counts.len() <= self.shard_cap, "shard over its cap");
-        true
+        NonceUse::Accepted
     }
 
     /// Drops every entry whose nonce is older than the ttl. Workers do this
@@ -313,6 +377,88 @@ mod tests {
         // Lazily, only the shard touched was swept; a full sweep does the rest.
         counts.prune(later);
         assert_eq!(counts.len(), 1);
+    }
+
+    #[test]
+    fn one_time_mode_accepts_each_nonce_once() {
+        let counts = NonceCounts::new(TTL).with_one_time(true);
+        assert!(counts.one_time());
+        let s = secret();
+        let (a, b) = (s.issue(NOW), s.issue(NOW));
+        // Without qop: first use only.
+        assert_eq!(
+            counts.record_use(a.as_bytes(), None, NOW),
+            NonceUse::Accepted
+        );
+        assert_eq!(
+            counts.record_use(a.as_bytes(), None, NOW),
+            NonceUse::Repeated
+        );
+        // Whatever the nc, a used nonce stays used.
+        assert_eq!(
+            counts.record_use(a.as_bytes(), Some(2), NOW),
+            NonceUse::Repeated
+        );
+        // With qop: first use only, even with a higher nc later.
+        assert_eq!(
+            counts.record_use(b.as_bytes(), Some(1), NOW),
+            NonceUse::Accepted
+        );
+        assert_eq!(
+            counts.record_use(b.as_bytes(), Some(2), NOW),
+            NonceUse::Repeated
+        );
+        assert_eq!(
+            counts.record_use(b.as_bytes(), None, NOW),
+            NonceUse::Repeated
+        );
+        assert!(!counts.check_and_update(b.as_bytes(), 3, NOW));
+        assert_eq!(counts.len(), 2);
+        // Expired and foreign nonces are refused, and bounded like the rest.
+        let c = s.issue(NOW);
+        assert_eq!(
+            counts.record_use(c.as_bytes(), None, NOW + TTL + 1),
+            NonceUse::Refused
+        );
+        assert_eq!(counts.record_use(b"nothex", None, NOW), NonceUse::Refused);
+        counts.prune(NOW + TTL + 1);
+        assert!(counts.is_empty());
+    }
+
+    #[test]
+    fn multi_use_mode_tracks_only_qop() {
+        let counts = NonceCounts::new(TTL);
+        let n = secret().issue(NOW);
+        for _ in 0..3 {
+            assert_eq!(
+                counts.record_use(n.as_bytes(), None, NOW),
+                NonceUse::Accepted
+            );
+        }
+        assert!(counts.is_empty(), "RFC 2069 answers are not tracked");
+        assert_eq!(
+            counts.record_use(n.as_bytes(), Some(1), NOW),
+            NonceUse::Accepted
+        );
+        assert_eq!(
+            counts.record_use(n.as_bytes(), Some(1), NOW),
+            NonceUse::Repeated
+        );
+        assert_eq!(
+            counts.record_use(n.as_bytes(), Some(0), NOW),
+            NonceUse::Refused
+        );
+    }
+
+    #[test]
+    fn one_time_table_is_bounded() {
+        let counts = NonceCounts::with_limit(TTL, SHARDS).with_one_time(true);
+        let s = secret();
+        let accepted = (0..10 * SHARDS)
+            .filter(|_| counts.record_use(s.issue(NOW).as_bytes(), None, NOW) == NonceUse::Accepted)
+            .count();
+        assert_eq!(accepted, counts.capacity());
+        assert_eq!(counts.len(), counts.capacity());
     }
 
     #[test]

@@ -544,10 +544,18 @@ fn expired_nonce_with_right_digest_is_stale_and_wrong_digest_is_not() {
 fn foreign_nonce_and_realm_are_rejected() {
     let server = Server::new();
     let auth = server.auth();
-    // The Hikvision capture: right password, but its nonce came from another server.
+    // The Hikvision capture: right password, but its nonce came from another
+    // server. RFC 2617 §3.2.1: a valid digest for an invalid nonce is stale
+    // (the device only needs a new nonce, as after a restart of ours).
     let msg = fixture(HIK[0]);
     assert_eq!(
         auth.authenticate(&parse(&msg), b"REGISTER", NOW),
+        Verdict::Stale
+    );
+    // The same nonce with a wrong password is a failure, named after the nonce.
+    let guess = Answer::new(b"admin", b"12346", parse(&msg).nonce, None);
+    assert_eq!(
+        auth.authenticate(&guess.parsed(), b"REGISTER", NOW),
         Verdict::Rejected(AuthError::InvalidNonce)
     );
     let nonce = server.secret.issue(NOW);
@@ -589,4 +597,453 @@ fn qop_replays_are_rejected() {
         auth.authenticate(&third.parsed(), b"REGISTER", NOW),
         Verdict::Authorized
     );
+}
+
+// ---- SHA-256 (RFC 7616, RFC 8760) and one-time nonces ----
+
+/// RFC 7616 §3.9.1: the Authorization for `algorithm` with its `response`.
+fn rfc7616_example(algorithm: &'static [u8], response: &'static [u8]) -> DigestResponse<'static> {
+    let params: [(&[u8], &[u8]); 10] = [
+        (b"username", b"Mufasa"),
+        (b"realm", b"http-auth@example.org"),
+        (b"uri", b"/dir/index.html"),
+        (b"algorithm", algorithm),
+        (b"nonce", b"7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v"),
+        (b"nc", b"00000001"),
+        (b"cnonce", b"f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ"),
+        (b"qop", b"auth"),
+        (b"response", response),
+        (b"opaque", b"FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS"),
+    ];
+    DigestResponse::from_params(params).expect("complete")
+}
+
+const RFC7616_MD5: &[u8] = b"8ca523f5e9506fed4657c9700eebdbec";
+const RFC7616_SHA256: &[u8] = b"753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1";
+
+fn mufasa(algorithm: Algorithm) -> Ha1Key {
+    Ha1Key::derive(
+        algorithm,
+        b"Mufasa",
+        b"http-auth@example.org",
+        b"Circle of Life",
+    )
+}
+
+#[test]
+fn rfc_7616_sha256_and_md5_examples_verify() {
+    let sha = rfc7616_example(b"SHA-256", RFC7616_SHA256);
+    assert_eq!(sha.algorithm(), Ok(Algorithm::Sha256));
+    assert_eq!(verify_key(&sha, b"GET", &mufasa(Algorithm::Sha256)), Ok(()));
+    let md5 = rfc7616_example(b"MD5", RFC7616_MD5);
+    assert_eq!(verify_key(&md5, b"GET", &mufasa(Algorithm::Md5)), Ok(()));
+    // The client side reproduces both responses.
+    for (alg, want) in [
+        (Algorithm::Sha256, RFC7616_SHA256),
+        (Algorithm::Md5, RFC7616_MD5),
+    ] {
+        let got = client_response_key(
+            &mufasa(alg),
+            b"7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v",
+            b"GET",
+            b"/dir/index.html",
+            Some((
+                1,
+                b"f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ".as_slice(),
+            )),
+        );
+        assert_eq!(got.as_bytes(), want, "{alg}");
+    }
+    // Wrong password, wrong method, uppercase hex.
+    let wrong = Ha1Key::derive(
+        Algorithm::Sha256,
+        b"Mufasa",
+        b"http-auth@example.org",
+        b"Circle Of Life",
+    );
+    assert_eq!(verify_key(&sha, b"GET", &wrong), Err(AuthError::Mismatch));
+    assert_eq!(
+        verify_key(&sha, b"POST", &mufasa(Algorithm::Sha256)),
+        Err(AuthError::Mismatch)
+    );
+    let upper = RFC7616_SHA256.to_ascii_uppercase();
+    let sha_upper = DigestResponse {
+        response: &upper,
+        ..sha
+    };
+    assert_eq!(
+        verify_key(&sha_upper, b"GET", &mufasa(Algorithm::Sha256)),
+        Ok(())
+    );
+}
+
+#[test]
+fn algorithm_and_key_must_agree() {
+    let sha = rfc7616_example(b"SHA-256", RFC7616_SHA256);
+    let md5 = rfc7616_example(b"MD5", RFC7616_MD5);
+    // A SHA-256 answer is not checked against an MD5 HA1, nor the reverse.
+    assert_eq!(
+        verify_key(&sha, b"GET", &mufasa(Algorithm::Md5)),
+        Err(AuthError::UnsupportedAlgorithm)
+    );
+    assert_eq!(
+        verify_key(&md5, b"GET", &mufasa(Algorithm::Sha256)),
+        Err(AuthError::UnsupportedAlgorithm)
+    );
+    // A 32-digit response where SHA-256 wants 64 is malformed.
+    let short = DigestResponse {
+        response: RFC7616_MD5,
+        ..sha
+    };
+    assert_eq!(
+        verify_key(&short, b"GET", &mufasa(Algorithm::Sha256)),
+        Err(AuthError::BadResponse)
+    );
+    // Absent algorithm means MD5; the -sess variants are not offered.
+    let none = DigestResponse {
+        algorithm: None,
+        ..md5
+    };
+    assert_eq!(none.algorithm(), Ok(Algorithm::Md5));
+    assert_eq!(verify_key(&none, b"GET", &mufasa(Algorithm::Md5)), Ok(()));
+    for token in [&b"sha-256"[..], b"Sha-256", b"md5", b"MD5"] {
+        assert!(Algorithm::from_token(token).is_some(), "{token:?}");
+    }
+    for token in [
+        &b"SHA-256-sess"[..],
+        b"MD5-sess",
+        b"SHA-512-256",
+        b"SHA256",
+        b"",
+    ] {
+        assert_eq!(Algorithm::from_token(token), None, "{token:?}");
+        let r = DigestResponse {
+            algorithm: Some(token),
+            ..md5
+        };
+        assert_eq!(
+            verify_key(&r, b"GET", &mufasa(Algorithm::Md5)),
+            Err(AuthError::UnsupportedAlgorithm)
+        );
+    }
+    // Unknown users cost a SHA-256 verification too, and fail the same way.
+    assert_eq!(
+        verify_user_key(&sha, b"GET", Algorithm::Sha256, None),
+        Err(AuthError::Mismatch)
+    );
+    let dummy = dummy_key(Algorithm::Sha256);
+    assert_eq!(dummy.algorithm(), Algorithm::Sha256);
+    assert_eq!(dummy_key(Algorithm::Md5), Ha1Key::Md5(dummy_ha1()));
+}
+
+/// An answer with either algorithm, for the Authenticator tests.
+struct KeyedAnswer {
+    user: Vec<u8>,
+    nonce: Vec<u8>,
+    algorithm: Algorithm,
+    response: ResponseHex,
+    qop: Option<([u8; 8], Vec<u8>)>,
+}
+
+impl KeyedAnswer {
+    fn new(
+        algorithm: Algorithm,
+        user: &[u8],
+        password: &[u8],
+        nonce: &[u8],
+        qop: Option<(u32, &[u8])>,
+    ) -> Self {
+        let key = Ha1Key::derive(algorithm, user, b"hik", password);
+        KeyedAnswer {
+            user: user.to_vec(),
+            nonce: nonce.to_vec(),
+            algorithm,
+            response: client_response_key(&key, nonce, b"REGISTER", URI, qop),
+            qop: qop.map(|(nc, cnonce)| (format_nc(nc), cnonce.to_vec())),
+        }
+    }
+
+    fn parsed(&self) -> DigestResponse<'_> {
+        let mut params: Vec<(&[u8], &[u8])> = vec![
+            (b"username", &self.user),
+            (b"realm", b"hik"),
+            (b"nonce", &self.nonce),
+            (b"uri", URI),
+            (b"response", self.response.as_bytes()),
+            (b"algorithm", self.algorithm.as_str().as_bytes()),
+        ];
+        if let Some((nc, cnonce)) = &self.qop {
+            params.extend([
+                (&b"qop"[..], &b"auth"[..]),
+                (b"nc", nc),
+                (b"cnonce", cnonce),
+            ]);
+        }
+        DigestResponse::from_params(params).expect("complete")
+    }
+}
+
+/// The challenge headers an Authenticator writes, split into lines.
+fn challenge_lines(auth: &Authenticator<'_>) -> (Nonce, Vec<String>) {
+    let mut out = Vec::new();
+    let nonce = auth.challenge(&mut out, "WWW-Authenticate", NOW, false);
+    let text = String::from_utf8(out).expect("ascii");
+    (nonce, text.lines().map(str::to_string).collect())
+}
+
+#[test]
+fn challenges_offer_each_algorithm_in_order_with_one_nonce() {
+    let server = Server::new();
+    let auth = server.auth();
+    let (nonce, lines) = challenge_lines(&auth);
+    assert_eq!(lines.len(), 2, "{lines:?}");
+    assert!(lines[0].contains("algorithm=SHA-256"), "{}", lines[0]);
+    assert!(lines[1].contains("algorithm=MD5"), "{}", lines[1]);
+    let n = format!("nonce=\"{}\"", String::from_utf8_lossy(nonce.as_bytes()));
+    assert!(lines
+        .iter()
+        .all(|l| l.contains(&n) && l.contains("realm=\"hik\"")));
+
+    let md5_only = server.store_with(&[Algorithm::Md5]);
+    let auth = Authenticator {
+        store: &md5_only,
+        ..server.auth()
+    };
+    let (_, lines) = challenge_lines(&auth);
+    assert_eq!(lines.len(), 1);
+    assert!(lines[0].contains("algorithm=MD5"));
+
+    let reversed = server.store_with(&[Algorithm::Md5, Algorithm::Sha256]);
+    let auth = Authenticator {
+        store: &reversed,
+        ..server.auth()
+    };
+    let (_, lines) = challenge_lines(&auth);
+    assert!(lines[0].contains("algorithm=MD5") && lines[1].contains("algorithm=SHA-256"));
+}
+
+impl Server {
+    /// The same users and password, offering these algorithms.
+    fn store_with(&self, algorithms: &[Algorithm]) -> CredentialStore {
+        let line = format!(
+            "alice:hik:{}\n",
+            String::from_utf8(bytes::hex16(&ha1(b"alice", b"hik", b"wonderland")).to_vec())
+                .expect("ascii")
+        );
+        CredentialStore::from_htdigest(line.as_bytes(), "users".as_ref(), b"hik")
+            .expect("loads")
+            .with_password(b"12345")
+            .with_algorithms(algorithms)
+    }
+}
+
+#[test]
+fn either_algorithm_answers_the_shared_nonce() {
+    let server = Server::new();
+    let auth = server.auth();
+    for alg in Algorithm::ALL {
+        for qop in [None, Some((1, &b"c0ffee"[..]))] {
+            let nonce = server.secret.issue(NOW);
+            let a = KeyedAnswer::new(
+                alg,
+                b"34020000001320000001",
+                b"12345",
+                nonce.as_bytes(),
+                qop,
+            );
+            assert_eq!(
+                auth.authenticate(&a.parsed(), b"REGISTER", NOW),
+                Verdict::Authorized,
+                "{alg} {qop:?}"
+            );
+            let wrong =
+                KeyedAnswer::new(alg, b"34020000001320000001", b"1234", nonce.as_bytes(), qop);
+            assert_eq!(
+                auth.authenticate(&wrong.parsed(), b"REGISTER", NOW),
+                Verdict::Rejected(AuthError::Mismatch),
+                "{alg} {qop:?}"
+            );
+        }
+    }
+}
+
+#[test]
+fn an_algorithm_not_offered_is_refused_like_a_wrong_password() {
+    let server = Server::new();
+    for (offered, answered) in [
+        (Algorithm::Sha256, Algorithm::Md5),
+        (Algorithm::Md5, Algorithm::Sha256),
+    ] {
+        let store = server.store_with(&[offered]);
+        let auth = Authenticator {
+            store: &store,
+            ..server.auth()
+        };
+        let nonce = server.secret.issue(NOW);
+        let right = KeyedAnswer::new(answered, b"dev", b"12345", nonce.as_bytes(), None);
+        let v = auth.authenticate(&right.parsed(), b"REGISTER", NOW);
+        assert_eq!(v, Verdict::Rejected(AuthError::UnsupportedAlgorithm));
+        assert!(AuthError::UnsupportedAlgorithm.is_failed_guess());
+        let ok = KeyedAnswer::new(offered, b"dev", b"12345", nonce.as_bytes(), None);
+        assert_eq!(
+            auth.authenticate(&ok.parsed(), b"REGISTER", NOW),
+            Verdict::Authorized
+        );
+    }
+}
+
+#[test]
+fn a_file_user_without_a_sha256_ha1_answers_md5() {
+    // alice's line holds only an MD5 HA1 (Apache htdigest), sha-user's only
+    // a SHA-256 one.
+    let server = Server::new();
+    let mut sha_hex = [0u8; 64];
+    bytes::hex_encode_into(&ha1_sha256(b"sha-user", b"hik", b"pw"), &mut sha_hex);
+    let text = format!(
+        "alice:hik:{}\nsha-user:hik::{}\n",
+        String::from_utf8_lossy(&bytes::hex16(&ha1(b"alice", b"hik", b"wonderland"))),
+        String::from_utf8_lossy(&sha_hex),
+    );
+    let store = CredentialStore::from_htdigest(text.as_bytes(), "users".as_ref(), b"hik")
+        .expect("loads")
+        .with_password(b"12345");
+    let auth = Authenticator {
+        store: &store,
+        ..server.auth()
+    };
+    let nonce = server.secret.issue(NOW);
+    let case = |alg, user: &[u8], pw: &[u8]| {
+        let a = KeyedAnswer::new(alg, user, pw, nonce.as_bytes(), None);
+        auth.authenticate(&a.parsed(), b"REGISTER", NOW)
+    };
+    assert_eq!(
+        case(Algorithm::Md5, b"alice", b"wonderland"),
+        Verdict::Authorized
+    );
+    // The server cannot check a SHA-256 answer for alice: the same refusal
+    // as a wrong password, and no fallback to the shared password.
+    assert_eq!(
+        case(Algorithm::Sha256, b"alice", b"wonderland"),
+        Verdict::Rejected(AuthError::Mismatch)
+    );
+    assert_eq!(
+        case(Algorithm::Sha256, b"alice", b"12345"),
+        Verdict::Rejected(AuthError::Mismatch)
+    );
+    assert_eq!(
+        case(Algorithm::Sha256, b"sha-user", b"pw"),
+        Verdict::Authorized
+    );
+    assert_eq!(
+        case(Algorithm::Md5, b"sha-user", b"pw"),
+        Verdict::Rejected(AuthError::Mismatch)
+    );
+}
+
+#[test]
+fn a_nonce_from_before_a_restart_is_stale_only_with_the_right_digest() {
+    let server = Server::new();
+    let auth = server.auth();
+    let before_restart = NonceSecret::from_bytes([1; 16]).issue(NOW);
+    for alg in Algorithm::ALL {
+        let right = KeyedAnswer::new(
+            alg,
+            b"dev",
+            b"12345",
+            before_restart.as_bytes(),
+            Some((7, b"x")),
+        );
+        assert_eq!(
+            auth.authenticate(&right.parsed(), b"REGISTER", NOW),
+            Verdict::Stale,
+            "{alg}"
+        );
+        let wrong = KeyedAnswer::new(
+            alg,
+            b"dev",
+            b"guess",
+            before_restart.as_bytes(),
+            Some((7, b"x")),
+        );
+        let v = auth.authenticate(&wrong.parsed(), b"REGISTER", NOW);
+        assert_eq!(v, Verdict::Rejected(AuthError::InvalidNonce), "{alg}");
+        assert!(AuthError::InvalidNonce.is_failed_guess());
+    }
+    assert!(server.counts.is_empty(), "stale answers are not tracked");
+}
+
+#[test]
+fn one_time_nonces_answer_one_request_then_go_stale() {
+    let server = Server::new();
+    let one_time = NonceCounts::new(TTL).with_one_time(true);
+    let auth = Authenticator {
+        counts: &one_time,
+        ..server.auth()
+    };
+    for alg in Algorithm::ALL {
+        // Without qop (RFC 2069 devices, the reason for the option).
+        let nonce = server.secret.issue(NOW);
+        let a = KeyedAnswer::new(alg, b"dev", b"12345", nonce.as_bytes(), None);
+        assert_eq!(
+            auth.authenticate(&a.parsed(), b"REGISTER", NOW),
+            Verdict::Authorized
+        );
+        assert_eq!(
+            auth.authenticate(&a.parsed(), b"REGISTER", NOW + 1),
+            Verdict::Stale
+        );
+        // A wrong digest with the used nonce is a failure, not stale.
+        let wrong = KeyedAnswer::new(alg, b"dev", b"guess", nonce.as_bytes(), None);
+        assert_eq!(
+            auth.authenticate(&wrong.parsed(), b"REGISTER", NOW + 1),
+            Verdict::Rejected(AuthError::Mismatch)
+        );
+        // With qop: a higher nc does not make a used nonce usable.
+        let nonce = server.secret.issue(NOW);
+        for (nc, want) in [
+            (1, Verdict::Authorized),
+            (2, Verdict::Stale),
+            (1, Verdict::Stale),
+        ] {
+            let a = KeyedAnswer::new(alg, b"dev", b"12345", nonce.as_bytes(), Some((nc, b"c")));
+            assert_eq!(
+                auth.authenticate(&a.parsed(), b"REGISTER", NOW),
+                want,
+                "{alg} nc={nc}"
+            );
+        }
+    }
+    // Without the option, RFC 2069 answers may reuse a nonce until its ttl.
+    let auth = server.auth();
+    let nonce = server.secret.issue(NOW);
+    let a = KeyedAnswer::new(Algorithm::Sha256, b"dev", b"12345", nonce.as_bytes(), None);
+    for t in 0..3 {
+        assert_eq!(
+            auth.authenticate(&a.parsed(), b"REGISTER", NOW + t),
+            Verdict::Authorized
+        );
+    }
+}
+
+#[test]
+fn failed_guesses_are_the_wrong_answers_only() {
+    for e in [
+        AuthError::Mismatch,
+        AuthError::InvalidNonce,
+        AuthError::BadResponse,
+        AuthError::UnsupportedAlgorithm,
+        AuthError::UnsupportedQop,
+        AuthError::BadNc,
+        AuthError::RealmMismatch,
+    ] {
+        assert!(e.is_failed_guess(), "{e}");
+    }
+    for e in [
+        AuthError::Replay,
+        AuthError::MissingUsername,
+        AuthError::MissingResponse,
+        AuthError::DuplicateParam,
+    ] {
+        assert!(!e.is_failed_guess(), "{e}");
+    }
 }

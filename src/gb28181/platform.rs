@@ -136,9 +136,19 @@ impl Platform {
         match doc {
             Manscdp::Keepalive { .. } => self.keepalive(aor, inb, now, out, reply),
             Manscdp::Catalog {
-                sn, sum_num, items, ..
+                sn,
+                sum_num,
+                items,
+                dropped,
+                ..
             } => {
-                self.catalog_part(aor, sn, sum_num, items, now, out);
+                let over_cap = dropped + self.catalog_part(aor, sn, sum_num, items, now, out);
+                if over_cap > 0 {
+                    log::debug!(
+                        "device {}: {over_cap} catalog items beyond the caps dropped",
+                        String::from_utf8_lossy(aor)
+                    );
+                }
                 reply(out, 200, "OK")
             }
             Manscdp::DeviceInfo { info, .. } => {
@@ -211,7 +221,8 @@ impl Platform {
 
     /// Accumulates one part of a catalog response (GB/T 28181 §9.5.2): items
     /// are deduplicated by channel id within an SN, and replace the device's
-    /// channels only once SumNum of them have arrived.
+    /// channels only once SumNum of them have arrived. Returns how many new
+    /// items were dropped because the device already holds [`MAX_CHANNELS`].
     fn catalog_part(
         &self,
         aor: &[u8],
@@ -220,8 +231,9 @@ impl Platform {
         items: Vec<Channel>,
         now: Now,
         out: &mut Output,
-    ) {
+    ) -> usize {
         let timeout = self.cfg.query_timeout_ms;
+        let mut over_cap = 0;
         let started = self.registry.modify(aor, |d| {
             if d.bindings.is_empty() && !d.gb.known {
                 return None;
@@ -233,8 +245,10 @@ impl Platform {
             if fresh {
                 d.gb.pending_channels.clear();
             }
-            for item in items {
+            let total = items.len();
+            for (i, item) in items.into_iter().enumerate() {
                 if d.gb.pending_channels.len() >= MAX_CHANNELS {
+                    over_cap = total - i;
                     break;
                 }
                 if !d
@@ -271,6 +285,7 @@ impl Platform {
                 event: TimerEvent::CatalogTimeout { aor, sn },
             });
         }
+        over_cap
     }
 
     /// A response from a device to one of our requests: a final response ends

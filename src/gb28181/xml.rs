@@ -10,10 +10,23 @@ use crate::registry::{Channel, DeviceInfo};
 pub const MAX_BODY: usize = 64 * 1024;
 /// Most items accepted from one catalog part (memory per device stays bounded).
 pub const MAX_ITEMS_PER_PART: usize = 1024;
+/// Deepest element nesting parsed. roxmltree's tokenizer recurses once per
+/// level, so a 64 KiB body of `<a><a><a>…` (some 20 000 levels) would exhaust
+/// a worker thread's stack and abort the process; MANSCDP documents are four
+/// levels deep (Response, DeviceList, Item, Info).
+pub const MAX_DEPTH: usize = 32;
+/// Longest text kept from one field (channel name, address, firmware…), in
+/// bytes; longer values are cut at a character boundary. GB/T 28181 ids are 20
+/// digits and names a few dozen characters, so only abuse is cut, and a device
+/// keeps at most `MAX_CHANNELS` × 7 fields of this size however many catalog
+/// parts it sends.
+pub const MAX_FIELD: usize = 256;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum XmlError {
     TooLarge,
+    /// Elements nested deeper than [`MAX_DEPTH`].
+    TooDeep,
     /// Not well-formed XML.
     Malformed,
     /// Well-formed, but without the `CmdType` every MANSCDP document has.
@@ -24,6 +37,7 @@ impl XmlError {
     pub fn reason(self) -> &'static str {
         match self {
             XmlError::TooLarge => "XML Body Too Large",
+            XmlError::TooDeep => "XML Body Nested Too Deeply",
             XmlError::Malformed => "Malformed XML Body",
             XmlError::MissingCmdType => "MANSCDP Body Without CmdType",
         }
@@ -45,6 +59,8 @@ pub enum Manscdp {
         sn: u32,
         sum_num: Option<usize>,
         items: Vec<Channel>,
+        /// Items of this part beyond [`MAX_ITEMS_PER_PART`], not parsed.
+        dropped: usize,
     },
     DeviceInfo {
         device_id: String,
@@ -99,6 +115,9 @@ pub fn parse(body: &[u8]) -> Result<Manscdp, XmlError> {
     // roxmltree reads UTF-8 text; the declaration's encoding label is only
     // informative once decoded, so it is blanked out for it.
     let text = strip_declaration(&text);
+    if nesting_exceeds(text.as_bytes(), MAX_DEPTH) {
+        return Err(XmlError::TooDeep);
+    }
     let doc = roxmltree::Document::parse(text).map_err(|_| XmlError::Malformed)?;
     let root = doc.root_element();
     let child = |name: &str| {
@@ -115,7 +134,8 @@ pub fn parse(body: &[u8]) -> Result<Manscdp, XmlError> {
     if cmd_type.is_empty() {
         return Err(XmlError::MissingCmdType);
     }
-    let device_id = text_of("DeviceID").to_string();
+    let device_id = capped(text_of("DeviceID"));
+    // Not a u32 (absent, signed, overlong): 0, which matches no query of ours.
     let sn = text_of("SN").parse().unwrap_or(0);
     let root_name = root.tag_name().name();
     let doc = if root_name.eq_ignore_ascii_case("Notify") {
@@ -123,25 +143,27 @@ pub fn parse(body: &[u8]) -> Result<Manscdp, XmlError> {
             Manscdp::Keepalive { device_id }
         } else {
             Manscdp::Notify {
-                cmd_type: cmd_type.to_string(),
+                cmd_type: capped(cmd_type),
             }
         }
     } else if root_name.eq_ignore_ascii_case("Response") && cmd_type.eq_ignore_ascii_case("Catalog")
     {
-        let items = child("DeviceList")
-            .map(|list| {
-                list.children()
-                    .filter(|n| n.is_element() && n.tag_name().name().eq_ignore_ascii_case("Item"))
-                    .take(MAX_ITEMS_PER_PART)
-                    .map(channel)
-                    .collect()
-            })
-            .unwrap_or_default();
+        let mut items = Vec::new();
+        let mut dropped = 0;
+        if let Some(list) = child("DeviceList") {
+            let mut all = list
+                .children()
+                .filter(|n| n.is_element() && n.tag_name().name().eq_ignore_ascii_case("Item"));
+            items.extend(all.by_ref().take(MAX_ITEMS_PER_PART).map(channel));
+            dropped = all.count();
+        }
         Manscdp::Catalog {
             device_id,
             sn,
+            // Any size parses (`usize`); the platform caps what it waits for.
             sum_num: text_of("SumNum").parse().ok(),
             items,
+            dropped,
         }
     } else if root_name.eq_ignore_ascii_case("Response")
         && cmd_type.eq_ignore_ascii_case("DeviceInfo")
@@ -150,16 +172,16 @@ pub fn parse(body: &[u8]) -> Result<Manscdp, XmlError> {
             device_id,
             sn,
             info: DeviceInfo {
-                manufacturer: text_of("Manufacturer").to_string(),
-                model: text_of("Model").to_string(),
-                firmware: text_of("Firmware").to_string(),
+                manufacturer: capped(text_of("Manufacturer")),
+                model: capped(text_of("Model")),
+                firmware: capped(text_of("Firmware")),
                 channels: text_of("Channel").parse().ok(),
             },
         }
     } else {
         Manscdp::Other {
-            root: root_name.to_string(),
-            cmd_type: cmd_type.to_string(),
+            root: capped(root_name),
+            cmd_type: capped(cmd_type),
         }
     };
     Ok(doc)
@@ -175,16 +197,80 @@ fn channel(item: roxmltree::Node<'_, '_>) -> Channel {
     };
     let coord = |name: &str| field(name).parse::<f64>().ok().filter(|v| v.is_finite());
     Channel {
-        device_id: field("DeviceID").to_string(),
-        name: field("Name").to_string(),
-        manufacturer: field("Manufacturer").to_string(),
-        model: field("Model").to_string(),
-        status: field("Status").to_string(),
-        parent_id: field("ParentID").to_string(),
-        address: field("Address").to_string(),
+        device_id: capped(field("DeviceID")),
+        name: capped(field("Name")),
+        manufacturer: capped(field("Manufacturer")),
+        model: capped(field("Model")),
+        status: capped(field("Status")),
+        parent_id: capped(field("ParentID")),
+        address: capped(field("Address")),
         longitude: coord("Longitude"),
         latitude: coord("Latitude"),
     }
+}
+
+/// At most [`MAX_FIELD`] bytes of `s`, cut at a character boundary.
+fn capped(s: &str) -> String {
+    if s.len() <= MAX_FIELD {
+        return s.to_string();
+    }
+    let mut end = MAX_FIELD;
+    while !s.is_char_boundary(end) {
+        end -= 1;
+    }
+    s[..end].to_string()
+}
+
+/// True when elements open more than `max` deep before the text ends or stops
+/// being XML. It reads markup the way an XML parser does (comments, CDATA,
+/// processing instructions and declarations skipped, quoted attribute values
+/// may hold `>` and `/>`), so it never counts less than the parser would
+/// recurse; a malformed text may be overcounted, which only rejects it sooner.
+fn nesting_exceeds(text: &[u8], max: usize) -> bool {
+    use memchr::memmem;
+    // Offset just past `end` in `hay`, or its length when `end` is missing.
+    let past = |hay: &[u8], end: &[u8]| memmem::find(hay, end).map_or(hay.len(), |p| p + end.len());
+    let mut depth = 0usize;
+    let mut i = 0;
+    while let Some(off) = memchr::memchr(b'<', &text[i..]) {
+        i += off + 1;
+        let rest = &text[i..];
+        i += match rest {
+            [b'!', b'-', b'-', ..] => past(rest, b"-->"),
+            [b'!', b'[', b'C', b'D', b'A', b'T', b'A', b'[', ..] => past(rest, b"]]>"),
+            [b'?', ..] => past(rest, b"?>"),
+            [b'!', ..] => past(rest, b">"),
+            [b'/', ..] => {
+                depth = depth.saturating_sub(1);
+                past(rest, b">")
+            }
+            _ => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+                let mut quote = None;
+                let mut end = rest.len();
+                for (j, &c) in rest.iter().enumerate() {
+                    match quote {
+                        Some(q) if c == q => quote = None,
+                        Some(_) => {}
+                        None if c == b'"' || c == b'\'' => quote = Some(c),
+                        None if c == b'>' => {
+                            if j > 0 && rest[j - 1] == b'/' {
+                                depth -= 1;
+                            }
+                            end = j + 1;
+                            break;
+                        }
+                        None => {}
+                    }
+                }
+                end
+            }
+        };
+    }
+    false
 }
 
 /// Drops a leading `<?xml …?>` declaration: after decoding, its encoding label
@@ -231,6 +317,97 @@ mod tests {
         assert_eq!(items[0].longitude, Some(117.25));
         assert_eq!(items[1].name, "停车场");
         assert_eq!(items[1].latitude, None);
+    }
+
+    fn catalog(sum_num: &str, items: &str) -> Result<Manscdp, XmlError> {
+        parse(format!("<Response><CmdType>Catalog</CmdType><SN>1</SN><DeviceID>34020000001320000001</DeviceID><SumNum>{sum_num}</SumNum><DeviceList>{items}</DeviceList></Response>").as_bytes())
+    }
+
+    #[test]
+    fn catalog_sizes_are_capped() {
+        // More items than one part may carry: the rest are counted, not kept.
+        let items = "<Item><DeviceID>1</DeviceID></Item>".repeat(MAX_ITEMS_PER_PART + 77);
+        let Ok(Manscdp::Catalog { items, dropped, .. }) = catalog("1", &items) else {
+            panic!("catalog expected");
+        };
+        assert_eq!((items.len(), dropped), (MAX_ITEMS_PER_PART, 77));
+
+        // Overlong fields are cut at a character boundary (3-byte characters).
+        let name = "通".repeat(200);
+        let addr = "a".repeat(10_000);
+        let item = format!(
+            "<Item><DeviceID>{addr}</DeviceID><Name>{name}</Name><Address>{addr}</Address></Item>"
+        );
+        let Ok(Manscdp::Catalog { items, dropped, .. }) = catalog("1", &item) else {
+            panic!("catalog expected");
+        };
+        assert_eq!(dropped, 0);
+        assert_eq!(items[0].device_id.len(), MAX_FIELD);
+        assert_eq!(items[0].address.len(), MAX_FIELD);
+        assert_eq!(items[0].name, "通".repeat(MAX_FIELD / 3));
+
+        // SumNum and SN of any size parse without overflow; nonsense is None / 0.
+        for (sum, want) in [
+            ("2147483648", Some(1 << 31)),
+            ("0", Some(0)),
+            ("-1", None),
+            ("99999999999999999999999999", None),
+            ("1e9", None),
+        ] {
+            let Ok(Manscdp::Catalog { sum_num, .. }) = catalog(sum, "") else {
+                panic!("catalog expected");
+            };
+            assert_eq!(sum_num, want, "{sum}");
+        }
+        let Ok(Manscdp::Catalog { sn, .. }) =
+            parse(b"<Response><CmdType>Catalog</CmdType><SN>4294967296</SN></Response>")
+        else {
+            panic!("catalog expected");
+        };
+        assert_eq!(sn, 0);
+    }
+
+    #[test]
+    fn hostile_documents_fail_cleanly() {
+        // Deep nesting within the body limit: no stack exhaustion.
+        let deep = format!(
+            "<Notify><CmdType>Alarm</CmdType>{}{}</Notify>",
+            "<a>".repeat(9_000),
+            "</a>".repeat(9_000)
+        );
+        assert!(deep.len() < MAX_BODY);
+        assert_eq!(parse(deep.as_bytes()), Err(XmlError::TooDeep));
+        let unclosed = format!("<Notify>{}", "<a>".repeat(21_000));
+        assert_eq!(parse(unclosed.as_bytes()), Err(XmlError::TooDeep));
+        // Quoted '>' and "/>" inside attribute values hide no levels.
+        let sneaky = format!(
+            "<Notify><CmdType>Alarm</CmdType>{}</Notify>",
+            "<a x=\"/>\" y='>'>".repeat(MAX_DEPTH)
+        );
+        assert_eq!(parse(sneaky.as_bytes()), Err(XmlError::TooDeep));
+        // Within the limit, nesting parses; self-closing and closed siblings
+        // do not add up.
+        let ok = format!(
+            "<Notify><CmdType>Alarm</CmdType>{}{}{}<!-- <a><a> --><![CDATA[<a><a>]]></Notify>",
+            "<a>".repeat(MAX_DEPTH - 1),
+            "</a>".repeat(MAX_DEPTH - 1),
+            "<b/><c x='1'></c>".repeat(2_000)
+        );
+        assert!(matches!(parse(ok.as_bytes()), Ok(Manscdp::Notify { .. })));
+        assert!(!nesting_exceeds(b"<a><b><c/></b><d/></a>", 3));
+        assert!(nesting_exceeds(b"<a><b><c></c></b></a>", 2));
+        assert!(!nesting_exceeds(b"<a><?pi <b><c>?><!-- <b><c> --></a>", 1));
+        // Entity expansion (billion laughs) is refused: DTDs are not allowed.
+        let lol = b"<?xml version=\"1.0\"?><!DOCTYPE l [<!ENTITY a \"aaaaaaaaaa\"><!ENTITY b \"&a;&a;&a;&a;&a;&a;&a;&a;&a;&a;\"><!ENTITY c \"&b;&b;&b;&b;&b;&b;&b;&b;&b;&b;\">]><Notify><CmdType>&c;</CmdType></Notify>";
+        assert_eq!(parse(lol), Err(XmlError::Malformed));
+        // A device-info answer with overlong values keeps at most MAX_FIELD.
+        let big = "x".repeat(20_000);
+        let di = format!("<Response><CmdType>DeviceInfo</CmdType><Manufacturer>{big}</Manufacturer><Channel>4294967296</Channel></Response>");
+        let Ok(Manscdp::DeviceInfo { info, .. }) = parse(di.as_bytes()) else {
+            panic!("device info expected");
+        };
+        assert_eq!(info.manufacturer.len(), MAX_FIELD);
+        assert_eq!(info.channels, None);
     }
 
     #[test]

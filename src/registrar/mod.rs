@@ -11,7 +11,7 @@ pub mod txcache;
 use std::net::SocketAddr;
 use std::sync::Arc;
 
-use crate::auth::{CredentialStore, NonceCounts, NonceSecret};
+use crate::auth::{AuthGuard, CredentialStore, GuardConfig, NonceCounts, NonceSecret};
 use crate::gb28181::Platform;
 use crate::registry::{Aor, ConnRef, Registry, Transport};
 use crate::sip::{
@@ -39,6 +39,13 @@ pub struct Policy {
     pub nonce_ttl_secs: u64,
     /// Callers redirected by INVITE/SUBSCRIBE/… must authenticate too.
     pub redirect_auth: bool,
+    /// `--one-time-nonces`: a nonce answers one request only.
+    pub one_time_nonces: bool,
+    /// The brute-force guard (`--auth-fail-limit`, `--auth-fail-window`,
+    /// `--auth-lockout`).
+    pub auth_guard: GuardConfig,
+    /// Granted expiries are lowered by a pseudo-random 0..=N % (`--expires-jitter`).
+    pub expires_jitter_pct: u32,
 }
 
 impl Default for Policy {
@@ -53,6 +60,9 @@ impl Default for Policy {
             no_auth: false,
             nonce_ttl_secs: 300,
             redirect_auth: false,
+            one_time_nonces: false,
+            auth_guard: GuardConfig::default(),
+            expires_jitter_pct: 0,
         }
     }
 }
@@ -79,7 +89,11 @@ pub struct Registrar {
     pub credentials: CredentialStore,
     pub secret: NonceSecret,
     pub nonce_counts: NonceCounts,
+    /// Failed digest answers per source and user; lockouts.
+    pub guard: AuthGuard,
     opaque: [u8; 32],
+    /// Keys the expiry jitter, so devices cannot choose theirs.
+    jitter_key: std::collections::hash_map::RandomState,
 }
 
 /// One request as it arrived.
@@ -161,7 +175,9 @@ impl Registrar {
         credentials: CredentialStore,
         secret: NonceSecret,
     ) -> Self {
-        let nonce_counts = NonceCounts::new(policy.nonce_ttl_secs);
+        let nonce_counts =
+            NonceCounts::new(policy.nonce_ttl_secs).with_one_time(policy.one_time_nonces);
+        let guard = AuthGuard::new(policy.auth_guard);
         let opaque = secret.opaque();
         Registrar {
             policy,
@@ -171,7 +187,9 @@ impl Registrar {
             credentials,
             secret,
             nonce_counts,
+            guard,
             opaque,
+            jitter_key: Default::default(),
         }
     }
 

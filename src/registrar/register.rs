@@ -9,7 +9,11 @@ use crate::sip::bytes::push_u64;
 use crate::sip::{self, AuthHeader, HeaderId, Message, NameAddr, Scheme, Uri};
 use crate::stats::WorkerStats;
 
-use super::{date, Handled, Inbound, Now, Output, Registrar, Timer, TimerEvent, WorkerCtx};
+use std::hash::BuildHasher;
+
+use super::{
+    date, Handled, Inbound, Now, Output, Policy, Registrar, Timer, TimerEvent, WorkerCtx,
+};
 
 enum Outcome {
     /// Applied; the expiry timer to arm, and whether this registration took a
@@ -99,7 +103,8 @@ pub(super) fn handle(
     let stats = ctx.stats;
     let policy = &r.policy;
     let expires_of = |c: &NameAddr<'_>| {
-        requested_expires(c, header_expires, policy.default_expires).min(policy.max_expires)
+        let e = requested_expires(c, header_expires, policy.default_expires).min(policy.max_expires);
+        jittered(e, policy, || r.jitter_key.hash_one((call_id, cseq, c.uri)))
     };
 
     // Step 7: apply atomically; step 8: answer with every binding.
@@ -227,6 +232,21 @@ pub(super) fn handle(
         Outcome::OutOfOrder => r.reject(out, msg, inb, 400, "CSeq Out Of Order For This Call-ID"),
         Outcome::TooMany => r.reject(out, msg, inb, 503, "Too Many Registered Contacts"),
     }
+}
+
+/// `--expires-jitter`: lowers a granted expiry by up to the configured share
+/// (as Kamailio's `expires_range`), never below `--min-expires`, so devices
+/// that all registered after one outage do not all refresh in the same
+/// second. The draw comes from a keyed hash of the request (`draw`), so a
+/// retransmission is granted the same expiry as its original.
+fn jittered(expires: u32, policy: &Policy, draw: impl FnOnce() -> u64) -> u32 {
+    if policy.expires_jitter_pct == 0 || expires == 0 {
+        return expires;
+    }
+    let span = u64::from(expires) * u64::from(policy.expires_jitter_pct) / 100;
+    let cut = draw() % (span + 1);
+    // `cut` <= `expires`, so this never wraps; the floor keeps step 6's rule.
+    (expires - cut as u32).max(policy.min_expires.min(expires))
 }
 
 /// RFC 3261 §10.3 step 6: the contact's `expires` parameter, else the Expires
@@ -369,10 +389,11 @@ pub(super) fn push_qvalue(out: &mut Vec<u8>, q: u16) {
     }
 }
 
-/// Digest authentication (RFC 2617 / RFC 7616 MD5) and, for a REGISTER of
-/// `owner` = (AOR key, AOR user), the ownership rule: a user listed in the
-/// credentials file may register only its own AOR, and an AOR whose user is
-/// listed may be registered only by that user.
+/// Digest authentication (RFC 2617 / RFC 7616, MD5 and SHA-256) behind the
+/// brute-force guard and, for a REGISTER of `owner` = (AOR key, AOR user),
+/// the ownership rule: a user listed in the credentials file may register
+/// only its own AOR, and an AOR whose user is listed may be registered only
+/// by that user.
 pub(super) fn authenticate(
     r: &Registrar,
     msg: &Message<'_>,
@@ -382,6 +403,12 @@ pub(super) fn authenticate(
     out: &mut Output,
     owner: Option<(&[u8], &[u8])>,
 ) -> Result<(), Handled> {
+    // A locked-out source is refused before anything else, right password
+    // or not: otherwise guessing would go on until it hit.
+    let ip = inb.source.ip();
+    if r.guard.source_locked(ip, now.mono_ms) {
+        return Err(locked_out(r, out, msg, inb, ctx));
+    }
     let creds = msg
         .all(HeaderId::Authorization)
         .filter_map(|h| AuthHeader::parse(h.value).ok())
@@ -394,15 +421,13 @@ pub(super) fn authenticate(
         WorkerStats::inc(&ctx.stats.auth_failures);
         return Err(r.reject(out, msg, inb, 400, "Malformed Authorization Header"));
     };
+    // Likewise a locked-out user, from any source.
+    if r.guard.user_locked(resp.username, now.mono_ms) {
+        return Err(locked_out(r, out, msg, inb, ctx));
+    }
     // RFC 2617 §3.2.2: opaque comes back unchanged.
     let opaque_ok = resp.opaque.is_some_and(|o| o == r.opaque);
-    let auth = crate::auth::Authenticator {
-        store: &r.credentials,
-        secret: &r.secret,
-        counts: &r.nonce_counts,
-        ttl_secs: r.policy.nonce_ttl_secs,
-    };
-    match auth.authenticate(&resp, msg.cseq().method, now.unix_secs) {
+    match authenticator(r).authenticate(&resp, msg.cseq().method, now.unix_secs) {
         Verdict::Authorized if opaque_ok => {}
         // A correct digest whose nonce-count was already used: a retransmission
         // that the transaction cache no longer remembers is still a repeat of
@@ -410,14 +435,27 @@ pub(super) fn authenticate(
         // state; anything else is a replay.
         Verdict::Rejected(AuthError::Replay)
             if opaque_ok && owner.is_some_and(|(aor, _)| is_repeat(r, aor, msg)) => {}
-        Verdict::Stale if opaque_ok => {
+        // A right digest whose nonce is expired, from before a restart, or
+        // (one-time nonces) used up. The opaque is not required to match:
+        // after a restart it is as outdated as the nonce, and stale=true only
+        // lets the device answer a new challenge without its user.
+        Verdict::Stale => {
             WorkerStats::inc(&ctx.stats.auth_challenges);
             return Err(challenge(r, out, msg, inb, now, true));
         }
         // Unknown user, wrong password, foreign nonce, replayed nc, missing
         // opaque: all the same fresh challenge, so none can be told apart.
-        _ => {
+        // Only wrong answers count towards a lockout.
+        verdict => {
             WorkerStats::inc(&ctx.stats.auth_failures);
+            if let Verdict::Rejected(e) = verdict {
+                if e.is_failed_guess() {
+                    let started = r.guard.record_failure(ip, resp.username, now.mono_ms);
+                    ctx.stats
+                        .auth_lockouts
+                        .fetch_add(started.count(), std::sync::atomic::Ordering::Relaxed);
+                }
+            }
             return Err(challenge(r, out, msg, inb, now, false));
         }
     }
@@ -436,6 +474,20 @@ pub(super) fn authenticate(
     Ok(())
 }
 
+/// The brute-force guard's answer: 403 with a reason phrase saying why, so
+/// an operator reading a device's log knows; sent the same way for a locked
+/// source and a locked user.
+fn locked_out(
+    r: &Registrar,
+    out: &mut Output,
+    msg: &Message<'_>,
+    inb: &Inbound<'_>,
+    ctx: &mut WorkerCtx<'_>,
+) -> Handled {
+    WorkerStats::inc(&ctx.stats.auth_locked_rejections);
+    r.reject(out, msg, inb, 403, "Too Many Failed Authentications")
+}
+
 /// True when the AOR holds a binding made by this very Call-ID and CSeq.
 fn is_repeat(r: &Registrar, aor: &[u8], msg: &Message<'_>) -> bool {
     let (call_id, cseq) = (msg.call_id(), msg.cseq().seq);
@@ -448,6 +500,8 @@ fn is_repeat(r: &Registrar, aor: &[u8], msg: &Message<'_>) -> bool {
     })
 }
 
+/// A 401 with one WWW-Authenticate per configured algorithm (preferred
+/// first, RFC 8760 §2.4), sharing one fresh nonce.
 fn challenge(
     r: &Registrar,
     out: &mut Output,
@@ -457,22 +511,44 @@ fn challenge(
     stale: bool,
 ) -> Handled {
     let mut w = r.start(out, msg, inb, 401, b"Unauthorized");
-    let nonce = r.secret.issue(now.unix_secs);
-    crate::auth::write_challenge(
-        w.raw(),
-        "WWW-Authenticate",
-        r.credentials.realm(),
-        nonce.as_bytes(),
-        &r.opaque,
-        stale,
-    );
+    authenticator(r).challenge(w.raw(), "WWW-Authenticate", now.unix_secs, stale);
     w.finish(b"");
     Handled::Reply(401)
+}
+
+/// The digest core over the registrar's shared state: algorithms offered
+/// (the store's), one-time nonces (the counts'), nonce lifetime.
+fn authenticator(r: &Registrar) -> crate::auth::Authenticator<'_> {
+    crate::auth::Authenticator {
+        store: &r.credentials,
+        secret: &r.secret,
+        counts: &r.nonce_counts,
+        ttl_secs: r.policy.nonce_ttl_secs,
+    }
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn jitter_stays_within_its_share_and_above_the_minimum() {
+        let policy = Policy {
+            expires_jitter_pct: 20,
+            min_expires: 60,
+            ..Policy::default()
+        };
+        for draw in [0, 1, 199, 200, 201, u64::MAX] {
+            let e = jittered(1000, &policy, || draw);
+            assert!((800..=1000).contains(&e), "{draw}: {e}");
+        }
+        assert_eq!(jittered(1000, &policy, || 200), 800);
+        // Never below the minimum, never turning a removal into a binding.
+        assert_eq!(jittered(70, &policy, || 14), 60);
+        assert_eq!(jittered(0, &policy, || 5), 0);
+        let off = Policy::default();
+        assert_eq!(jittered(1000, &off, || 200), 1000);
+    }
 
     #[test]
     fn qvalues() {

@@ -62,8 +62,10 @@ impl<'a> NameAddr<'a> {
             // URI ends at the first ';' (RFC 3261 §20.10).
             let semi = bytes::find(b';', rest).unwrap_or(rest.len());
             let uri = bytes::trim_end(&rest[..semi]);
-            // An addr-spec cannot carry `?headers` (RFC 4475 §3.1.2.13).
-            if bytes::find(b'?', uri).is_some() {
+            // An addr-spec cannot carry `?headers` (RFC 4475 §3.1.2.13), nor a
+            // '>' (no URI character; written back between `<>` it would
+            // end the URI early).
+            if uri.iter().any(|&c| matches!(c, b'?' | b'>')) {
                 return Err(ViewError::NameAddr);
             }
             (uri, &rest[semi..])
@@ -222,6 +224,10 @@ impl<'a> Uri<'a> {
         };
         let semi = bytes::find(b';', hostpart).unwrap_or(hostpart.len());
         let (host, port) = split_host_port(&hostpart[..semi]).ok_or(ViewError::Uri)?;
+        // Port 0 is no destination: a binding or redirect to it is useless.
+        if port == Some(0) {
+            return Err(ViewError::Uri);
+        }
         let (user, password) = match userinfo {
             // Passwords follow the first ':' of the userinfo (§19.1.1).
             Some(ui) => match bytes::find(b':', ui) {
@@ -297,6 +303,8 @@ mod tests {
         assert_eq!(a.tag(), Some(&b"341518"[..]));
         assert!(NameAddr::parse(b"*").unwrap().wildcard);
         assert!(NameAddr::parse(b"sip:user@host?Route=%3Csip:x%3E").is_err());
+        assert!(NameAddr::parse(b"sip:a>b@host").is_err());
+        assert!(NameAddr::parse(b"sip:ab@host>").is_err());
     }
 
     #[test]
@@ -353,6 +361,23 @@ mod tests {
             Scheme::Other
         );
         assert!(Uri::parse(b"sip:@host").is_err());
+        // Ports: 1–65535, digits only, no overflow.
+        assert_eq!(Uri::parse(b"sip:h:1").unwrap().port, Some(1));
+        assert_eq!(Uri::parse(b"sip:h:65535").unwrap().port, Some(65535));
+        assert_eq!(Uri::parse(b"sip:h:00005060").unwrap().port, Some(5060));
+        for bad in [
+            &b"sip:h:0"[..],
+            b"sip:a@h:0;transport=tcp",
+            b"sip:h:65536",
+            b"sip:h:99999",
+            b"sip:h:4294967296",
+            b"sip:h:-1",
+            b"sip:h:+5",
+            b"sip:h:",
+            b"sip:[::1]:0",
+        ] {
+            assert!(Uri::parse(bad).is_err(), "{}", String::from_utf8_lossy(bad));
+        }
         assert!(Uri::parse(b"sip:").is_err());
         assert!(Uri::parse(b"nocolon").is_err());
     }

@@ -23,11 +23,13 @@ pub enum ScanError {
     BadHeaderLine,
     /// The header section does not end with an empty line.
     UnterminatedHeaders,
-    /// One header line (with its continuations) exceeds [`super::MAX_LINE`].
+    /// The start line, or one header line with its continuations, exceeds
+    /// [`super::MAX_LINE`].
     LineTooLong,
     /// More header fields than [`super::MAX_HEADERS`].
     TooManyHeaders,
-    /// The message is larger than the transport allows.
+    /// The message is larger than the transport allows, or its Content-Length
+    /// announces a body that would make it so.
     MessageTooLarge,
     /// A header every request must carry (RFC 3261 §8.1.1) is absent.
     MissingHeader(HeaderId),
@@ -37,7 +39,7 @@ pub enum ScanError {
     BadCSeq,
     /// The CSeq method differs from the request method (RFC 4475 §3.1.2.17).
     CSeqMethodMismatch,
-    /// Content-Length is not a plain non-negative number within the size limit.
+    /// Content-Length is not a plain non-negative number (`1*DIGIT`).
     BadContentLength,
     /// Fewer body bytes than Content-Length announced (RFC 3261 §18.3).
     BodyTooShort,
@@ -66,7 +68,7 @@ impl ScanError {
             ScanError::UnsupportedVersion => "Version Not Supported",
             ScanError::BadHeaderLine => "Malformed Header Line",
             ScanError::UnterminatedHeaders => "Headers Not Terminated By Empty Line",
-            ScanError::LineTooLong => "Header Line Too Long",
+            ScanError::LineTooLong => "Line Too Long",
             ScanError::TooManyHeaders => "Too Many Headers",
             ScanError::MessageTooLarge => "Message Too Large",
             ScanError::MissingHeader(H::Via) => "Missing Via Header",

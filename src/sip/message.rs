@@ -280,7 +280,8 @@ impl<'a> Message<'a> {
     /// Parses the headers every request handler relies on — each Via element,
     /// From, To and each Contact — so a request whose syntax is wrong there is
     /// answered 400 up front (RFC 4475 §3.1.2.1, .6, .13, .14, .15) instead of
-    /// failing half-way through a handler.
+    /// failing half-way through a handler. A Contact's URI (host, port 1–65535)
+    /// and `q` are checked too: a registrar stores both and hands them out.
     pub fn check_views(&self) -> Result<(), ViewError> {
         for via in self.list(HeaderId::Via) {
             Via::parse(via)?;
@@ -291,7 +292,17 @@ impl<'a> Message<'a> {
             }
         }
         for contact in self.list(HeaderId::Contact) {
-            NameAddr::parse(contact)?;
+            let c = NameAddr::parse(contact)?;
+            if c.wildcard {
+                continue;
+            }
+            c.parse_uri().map_err(|_| ViewError::ContactUri)?;
+            // RFC 3261 §20.10 qvalue: 0–1 with at most three decimals; an
+            // `expires` parameter out of range means the default instead
+            // (RFC 4475 §3.1.2.4), so it is not checked here.
+            if let Some(Err(e)) = c.q() {
+                return Err(e);
+            }
         }
         Ok(())
     }
@@ -349,7 +360,13 @@ fn scan_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ScanError> {
 
     let mut count = 0usize;
     let (consumed, _) = parse_headers(&data[pos..], mode, |h| {
-        let slot = msg.slots.get_mut(count).ok_or(ScanError::TooManyHeaders)?;
+        let Some(slot) = msg.slots.get_mut(count) else {
+            // For a reply the first MAX_HEADERS are enough to answer from.
+            return match mode {
+                Mode::Strict => Err(ScanError::TooManyHeaders),
+                Mode::ForReply => Ok(()),
+            };
+        };
         // Offsets fit in u16: the whole message is at most MAX_UDP_MESSAGE.
         *slot = Slot {
             id: h.id,
@@ -424,19 +441,35 @@ fn validate(msg: &mut Message<'_>) -> Result<(), ScanError> {
     Ok(())
 }
 
-/// Content-Length: `1*DIGIT`, at most the UDP message size (a larger announced
-/// body could never be honoured and would let a peer pin a stream buffer).
+/// Content-Length: `1*DIGIT` (RFC 3261 §20.14), leading zeros allowed, no sign.
+/// A well-formed value above the message size limit is [`ScanError::MessageTooLarge`]
+/// (answered 513): such a body could never be honoured and would let a peer pin
+/// a stream buffer. Anything else that is not digits is
+/// [`ScanError::BadContentLength`]. Never overflows, however many digits.
 pub(crate) fn parse_content_length(v: &[u8]) -> Result<usize, ScanError> {
-    bytes::parse_u32_lenient(bytes::trim(v))
-        .map(|n| n as usize)
-        .filter(|&n| n <= MAX_UDP_MESSAGE)
-        .ok_or(ScanError::BadContentLength)
+    let v = bytes::trim(v);
+    if v.is_empty() {
+        return Err(ScanError::BadContentLength);
+    }
+    let mut n = 0usize;
+    for &c in v {
+        if !c.is_ascii_digit() {
+            return Err(ScanError::BadContentLength);
+        }
+        // Saturates instead of overflowing on absurd digit strings.
+        n = (n * 10 + usize::from(c - b'0')).min(MAX_UDP_MESSAGE + 1);
+    }
+    if n > MAX_UDP_MESSAGE {
+        return Err(ScanError::MessageTooLarge);
+    }
+    Ok(n)
 }
 
 /// Returns the start line and the offset just past its line end.
 fn scan_start_line(buf: &[u8], mode: Mode) -> Result<(StartLine<'_>, usize), ScanError> {
     let nl = memchr(b'\n', buf).ok_or(ScanError::UnterminatedHeaders)?;
-    if nl > MAX_LINE {
+    // An overlong Request-URI is still answered (with the strict error).
+    if nl > MAX_LINE && mode == Mode::Strict {
         return Err(ScanError::LineTooLong);
     }
     let line = buf[..nl].strip_suffix(b"\r").unwrap_or(&buf[..nl]);
@@ -635,7 +668,7 @@ fn parse_headers<'a>(
         let nl = loop {
             let nl = line_ends.next().ok_or(ScanError::UnterminatedHeaders)?;
             debug_assert!(nl >= pos, "line ends are consumed in order");
-            if nl - pos > MAX_LINE {
+            if nl - pos > MAX_LINE && mode == Mode::Strict {
                 return Err(ScanError::LineTooLong);
             }
             if !matches!(data.get(nl + 1), Some(b' ' | b'\t')) {
@@ -643,7 +676,12 @@ fn parse_headers<'a>(
             }
         };
         let end = if data[nl - 1] == b'\r' { nl - 1 } else { nl };
-        push(scan_header_line(&data[pos..end])?)?;
+        match scan_header_line(&data[pos..end]) {
+            Ok(h) => push(h)?,
+            Err(e) if mode == Mode::Strict => return Err(e),
+            // For a reply, a bad line is skipped: the error is being answered.
+            Err(_) => {}
+        }
         count += 1;
         pos = nl + 1;
     }
@@ -681,4 +719,188 @@ fn scan_header_line(line: &[u8]) -> Result<Header<'_>, ScanError> {
         name,
         value: bytes::trim(&line[i + 1..]),
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// An OPTIONS with every mandatory header plus `extra` header lines, an
+    /// empty line and `body`.
+    fn request(extra: &str, body: &str) -> Vec<u8> {
+        format!(
+            "OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 192.0.2.1:5060;branch=z9hG4bK1\r\n\
+             From: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\
+             {extra}\r\n{body}"
+        )
+        .into_bytes()
+    }
+
+    #[test]
+    fn content_length_bounds() {
+        for (v, want) in [
+            ("0", Ok(0)),
+            ("5", Ok(5)),
+            (" \t5 ", Ok(5)),
+            ("00000000000000000000000000000005", Ok(5)),
+            ("65535", Ok(65_535)),
+            ("65536", Err(ScanError::MessageTooLarge)),
+            ("4294967296", Err(ScanError::MessageTooLarge)),
+            ("18446744073709551617", Err(ScanError::MessageTooLarge)),
+            (
+                "99999999999999999999999999999999",
+                Err(ScanError::MessageTooLarge),
+            ),
+            ("-1", Err(ScanError::BadContentLength)),
+            ("+5", Err(ScanError::BadContentLength)),
+            ("", Err(ScanError::BadContentLength)),
+            ("5 5", Err(ScanError::BadContentLength)),
+            ("1e3", Err(ScanError::BadContentLength)),
+            ("0x10", Err(ScanError::BadContentLength)),
+            ("99999999999999999999x", Err(ScanError::BadContentLength)),
+        ] {
+            assert_eq!(parse_content_length(v.as_bytes()), want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn body_against_content_length() {
+        let m = request("Content-Length: 3\r\n", "abcdef");
+        assert_eq!(scan(&m).unwrap().body, b"abc", "surplus bytes are dropped");
+        let m = request("Content-Length: 007\r\n", "abcdefg");
+        assert_eq!(scan(&m).unwrap().body, b"abcdefg");
+        // RFC 3261 §18.3: a datagram shorter than announced is a 400 ...
+        let m = request("Content-Length: 60000\r\n", "abc");
+        assert_eq!(scan(&m).unwrap_err(), ScanError::BodyTooShort);
+        assert_eq!(ScanError::BodyTooShort.status(), 400);
+        // ... unless the announced message exceeds the limit: 513.
+        let m = request("Content-Length: 65400\r\n", "abc");
+        assert_eq!(scan(&m).unwrap_err(), ScanError::MessageTooLarge);
+        let m = request("Content-Length: 4294967296\r\n", "");
+        assert_eq!(scan(&m).unwrap_err(), ScanError::MessageTooLarge);
+        assert_eq!(ScanError::MessageTooLarge.status(), 513);
+        let m = request("Content-Length: -1\r\n", "");
+        assert_eq!(scan(&m).unwrap_err(), ScanError::BadContentLength);
+        // A request that failed on its body can still be answered.
+        assert!(scan_for_reply(&m).is_some());
+    }
+
+    #[test]
+    fn cseq_bounds() {
+        let seq = |v: &str| CSeq::parse(v.as_bytes()).map(|c| c.seq);
+        assert_eq!(seq("0 OPTIONS"), Some(0));
+        assert_eq!(seq("2147483647 OPTIONS"), Some((1 << 31) - 1));
+        assert_eq!(seq("000000000000000042 OPTIONS"), Some(42));
+        for bad in [
+            "2147483648 OPTIONS",
+            "4294967296 OPTIONS",
+            "36893488147419103232 OPTIONS",
+            "-1 OPTIONS",
+            "+1 OPTIONS",
+            "1.5 OPTIONS",
+            "OPTIONS",
+            "1",
+            "1OPTIONS",
+        ] {
+            assert_eq!(seq(bad), None, "{bad}");
+        }
+        let m = request("", "").to_vec();
+        let m = String::from_utf8(m)
+            .unwrap()
+            .replace("CSeq: 1 OPTIONS", "CSeq: 4294967296 OPTIONS");
+        assert_eq!(scan(m.as_bytes()).unwrap_err(), ScanError::BadCSeq);
+    }
+
+    #[test]
+    fn header_count_and_line_caps_are_exact() {
+        // Five headers in `request`; fill up to the cap exactly.
+        let mut extra = String::new();
+        for i in 0..MAX_HEADERS - 5 {
+            extra += &format!("X-{i}: v\r\n");
+        }
+        assert_eq!(
+            scan(&request(&extra, "")).unwrap().header_count(),
+            MAX_HEADERS
+        );
+        extra += "X-last: v\r\n";
+        assert_eq!(
+            scan(&request(&extra, "")).unwrap_err(),
+            ScanError::TooManyHeaders
+        );
+        // "X: " + value + CR is the line; MAX_LINE bytes before the LF pass.
+        let value = "a".repeat(MAX_LINE - 4);
+        assert!(scan(&request(&format!("X: {value}\r\n"), "")).is_ok());
+        let value = "a".repeat(MAX_LINE);
+        assert_eq!(
+            scan(&request(&format!("X: {value}\r\n"), "")).unwrap_err(),
+            ScanError::LineTooLong
+        );
+        let uri = "a".repeat(MAX_LINE);
+        let m = format!("OPTIONS sip:{uri} SIP/2.0\r\n\r\n");
+        assert_eq!(scan(m.as_bytes()).unwrap_err(), ScanError::LineTooLong);
+    }
+
+    #[test]
+    fn over_the_caps_is_still_answerable() {
+        let mut extra = String::new();
+        for i in 0..2 * MAX_HEADERS {
+            extra += &format!("X-{i}: v\r\n");
+        }
+        let long_value = format!("X: {}\r\n", "a".repeat(2 * MAX_LINE));
+        let long_uri = String::from_utf8(request("", ""))
+            .unwrap()
+            .replace("sip:h", &format!("sip:{}", "h".repeat(2 * MAX_LINE)));
+        for (m, err) in [
+            (request(&extra, ""), ScanError::TooManyHeaders),
+            (request(&long_value, ""), ScanError::LineTooLong),
+            (long_uri.into_bytes(), ScanError::LineTooLong),
+            (request("no colon here\r\n", ""), ScanError::BadHeaderLine),
+        ] {
+            assert_eq!(scan(&m).unwrap_err(), err);
+            let reply = scan_for_reply(&m).expect("answerable");
+            assert_eq!(reply.call_id(), b"c");
+            assert_eq!(reply.cseq().seq, 1);
+            assert!(reply.header_count() <= MAX_HEADERS);
+        }
+    }
+
+    #[test]
+    fn contact_uri_and_q_are_checked() {
+        let check = |contact: &str| {
+            let m = request(&format!("Contact: {contact}\r\n"), "");
+            scan(&m).unwrap().check_views()
+        };
+        for ok in [
+            "<sip:a@192.0.2.1:5060>;q=1",
+            "<sip:a@192.0.2.1:65535>;q=0.001",
+            "<sip:a@192.0.2.1>;q=1.000;expires=99999999999",
+            "<sip:a@[2001:db8::1]:1>",
+            "<tel:+123>",
+            "<urn:uuid:00000000-0000-0000-0000-000000000000>",
+            "*",
+        ] {
+            assert_eq!(check(ok), Ok(()), "{ok}");
+        }
+        for (bad, why) in [
+            ("<sip:a@192.0.2.1:0>", ViewError::ContactUri),
+            ("<sip:a@192.0.2.1:65536>", ViewError::ContactUri),
+            ("<sip:a@192.0.2.1:99999>", ViewError::ContactUri),
+            ("<sip:a@192.0.2.1:-1>", ViewError::ContactUri),
+            ("<sip:a@192.0.2.1:4294967297>", ViewError::ContactUri),
+            ("<sip:@192.0.2.1>", ViewError::ContactUri),
+            ("<sip:a@192.0.2.1>;q=1.5", ViewError::QValue),
+            ("<sip:a@192.0.2.1>;q=-1", ViewError::QValue),
+            ("<sip:a@192.0.2.1>;q=0.0001", ViewError::QValue),
+            ("<sip:a@192.0.2.1>;q=2", ViewError::QValue),
+            ("<sip:a@192.0.2.1>;q", ViewError::QValue),
+            ("<sip:a@192.0.2.1>;q=", ViewError::QValue),
+            (
+                "<sip:a@192.0.2.1>, <sip:b@192.0.2.1>;q=7",
+                ViewError::QValue,
+            ),
+        ] {
+            assert_eq!(check(bad), Err(why), "{bad}");
+            assert!(why.reason().contains("Contact"), "{why:?}");
+        }
+    }
 }

@@ -17,7 +17,7 @@ pub mod write;
 pub use addr::{NameAddr, Scheme, Uri};
 pub use digest::AuthHeader;
 pub use error::ScanError;
-pub use frame::{frame, Frame};
+pub use frame::{frame, frame_resume, Frame};
 pub use header::HeaderId;
 pub use list::ListIter;
 pub use message::{
@@ -42,6 +42,8 @@ pub enum ViewError {
     Via,
     NameAddr,
     Uri,
+    /// A Contact whose URI does not parse (bad host, port 0 or above 65535).
+    ContactUri,
     Expires,
     QValue,
     Auth,
@@ -55,8 +57,9 @@ impl ViewError {
             ViewError::Via => "Malformed Via Header",
             ViewError::NameAddr => "Malformed Address Header",
             ViewError::Uri => "Malformed URI",
+            ViewError::ContactUri => "Malformed Contact URI",
             ViewError::Expires => "Malformed Expires Value",
-            ViewError::QValue => "Malformed q Value",
+            ViewError::QValue => "Malformed q Value In Contact",
             ViewError::Auth => "Malformed Authorization Header",
             ViewError::Number => "Malformed Numeric Header",
         }
@@ -81,4 +84,46 @@ pub fn parse_max_forwards(v: &[u8]) -> Result<u8, ViewError> {
     bytes::parse_u32_lenient(bytes::trim(v))
         .and_then(|n| u8::try_from(n).ok())
         .ok_or(ViewError::Number)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn expires_values() {
+        for (v, want) in [
+            ("0", Ok(0)),
+            ("3600", Ok(3600)),
+            (" 60 ", Ok(60)),
+            ("0000000000000000003600", Ok(3600)),
+            ("4294967295", Ok(u32::MAX)),
+            // Out of range or not delta-seconds: malformed, which callers
+            // treat as the default (RFC 3261 §20.19, RFC 4475 §3.1.2.4).
+            ("4294967296", Err(ViewError::Expires)),
+            ("99999999999", Err(ViewError::Expires)),
+            ("280297596632815", Err(ViewError::Expires)),
+            ("-1", Err(ViewError::Expires)),
+            ("+60", Err(ViewError::Expires)),
+            ("1.5", Err(ViewError::Expires)),
+            ("", Err(ViewError::Expires)),
+            ("Thu, 01 Dec 1994 16:00:00 GMT", Err(ViewError::Expires)),
+        ] {
+            assert_eq!(parse_expires(v.as_bytes()), want, "{v:?}");
+        }
+    }
+
+    #[test]
+    fn max_forwards_values() {
+        assert_eq!(parse_max_forwards(b"0"), Ok(0));
+        assert_eq!(parse_max_forwards(b"70"), Ok(70));
+        assert_eq!(parse_max_forwards(b"255"), Ok(255));
+        for bad in ["256", "300", "4294967296", "-1", "+1", "", "7 0"] {
+            assert_eq!(
+                parse_max_forwards(bad.as_bytes()),
+                Err(ViewError::Number),
+                "{bad}"
+            );
+        }
+    }
 }

@@ -154,15 +154,23 @@ fn write_top_via(out: &mut Vec<u8>, via: &[u8], source: SocketAddr) {
             .params()
             .find(|p| p.name.eq_ignore_ascii_case(b"rport"))
         {
-            // Insert the port right after `rport` (or after `rport=` if empty).
-            let at = match p.value {
-                Some(v) => bytes::offset_in(via, v),
-                None => bytes::offset_in(via, p.name) + p.name.len(),
+            // Write the port after `rport=`, in place of whatever value was
+            // there: Requested also covers a value that is no port (`rport=0x`,
+            // `rport=99999`), which must be replaced, not prefixed.
+            let (at, resume) = match p.value {
+                Some(v) => {
+                    let at = bytes::offset_in(via, v);
+                    (at, at + v.len())
+                }
+                None => {
+                    let at = bytes::offset_in(via, p.name) + p.name.len();
+                    (at, at)
+                }
             };
             push_unfolded(out, &via[..at]);
             out.extend_from_slice(if p.value.is_some() { b"" } else { b"=" });
             push_u64(out, u64::from(source.port()));
-            tail = &via[at..];
+            tail = &via[resume..];
         }
     }
     push_unfolded(out, tail);
@@ -216,6 +224,32 @@ mod tests {
              Min-Expires: 30\r\n\
              Content-Length: 0\r\n\r\n"
         );
+    }
+
+    #[test]
+    fn rport_values_that_are_no_port_are_replaced() {
+        for (sent, want) in [
+            ("rport=99999", "rport=40000"),
+            ("rport=abc", "rport=40000"),
+            ("rport=", "rport=40000"),
+            ("rport=4294967296000", "rport=40000"),
+            // A real port is the client's business (RFC 3581 §3 says it must
+            // not send one); it is kept.
+            ("rport=5060", "rport=5060"),
+        ] {
+            let req = format!("OPTIONS sip:h SIP/2.0\r\nVia: SIP/2.0/UDP 10.0.0.2:7100;{sent};branch=z9hG4bK1\r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:a@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n");
+            let msg = scan(req.as_bytes()).unwrap();
+            let mut out = Vec::new();
+            ResponseWriter::start(&mut out, &msg, 200, b"OK", src(), b"t").finish(b"");
+            let text = String::from_utf8(out.clone()).unwrap();
+            let via = format!(
+                "Via: SIP/2.0/UDP 10.0.0.2:7100;{want};branch=z9hG4bK1;received=198.51.100.7\r\n"
+            );
+            assert!(text.contains(&via), "{sent}:\n{text}");
+            let answer = scan(&out).unwrap();
+            let top = Via::parse(answer.top_via().unwrap()).unwrap();
+            assert!(matches!(top.rport(), Rport::Value(_)), "{sent}: {text}");
+        }
     }
 
     #[test]

@@ -130,8 +130,10 @@ impl TxBatch {
     /// Sends everything queued, `BATCH` per call, and empties the queue. A
     /// datagram the kernel refuses (full buffer, unreachable peer) is dropped:
     /// the client retransmits and the transaction cache answers again.
-    pub fn flush(&mut self, fd: RawFd) {
+    /// Returns how many were dropped, for the caller to count.
+    pub fn flush(&mut self, fd: RawFd) -> usize {
         let mut sent = 0;
+        let mut failed = 0;
         while sent < self.len {
             let chunk = (self.len - sent).min(BATCH);
             // SAFETY: all-zero bytes are valid values for these C structs.
@@ -168,11 +170,13 @@ impl TxBatch {
                 log::trace!("sendmmsg: {err}; dropping one answer");
                 // Skip the datagram that failed and carry on with the rest.
                 sent += 1;
+                failed += 1;
                 continue;
             }
             sent += n as usize;
         }
         self.len = 0;
+        failed
     }
 }
 
@@ -220,7 +224,7 @@ mod tests {
             tx.push(format!("answer {i}").as_bytes(), c.local_addr().unwrap());
         }
         assert_eq!(tx.len(), 3);
-        tx.flush(server.as_raw_fd());
+        assert_eq!(tx.flush(server.as_raw_fd()), 0);
         assert!(tx.is_empty());
         for (i, c) in clients.iter().enumerate() {
             let mut buf = [0u8; 64];

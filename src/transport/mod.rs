@@ -2,6 +2,13 @@
 //! SO_REUSEPORT UDP socket, TCP listener and TCP connections. It reads, hands
 //! bytes to the sans-IO [`Registrar`], sends what comes back, and forwards
 //! expiry timers to the timer thread. Nothing here knows SIP semantics.
+//!
+//! Every queue here has a bound and a counter (`/metrics`): the kernel's UDP
+//! receive buffer (`--udp-rcvbuf`, `udp_rcvbuf_bytes`), the TCP connections
+//! and their buffers (see [`tcp`]), the per-worker command queue for
+//! server-originated requests ([`COMMAND_QUEUE`], `worker_commands_dropped_total`)
+//! and the timer queue, where a full queue makes the worker wait rather than
+//! lose an expiry (`timer_queue_waits_total`).
 
 mod mmsg;
 pub mod socket;
@@ -13,7 +20,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
-use crossbeam_channel::{Receiver, Sender};
+use crossbeam_channel::{Receiver, Sender, TrySendError};
 use mio::{Events, Interest, Poll, Token, Waker};
 
 use crate::gb28181::{Dest, Outbox};
@@ -25,20 +32,26 @@ use crate::stats::WorkerStats;
 use crate::timer::{now_ms, TimerCmd};
 use socket::WorkerSockets;
 use tcp::Connections;
+pub use tcp::Limits as TcpLimits;
 
 const UDP: Token = Token(0);
 const LISTENER: Token = Token(1);
 const WAKER: Token = Token(2);
 /// Connection tokens start here.
 const FIRST_CONN: usize = 3;
+/// Connections accepted per wake-up before the worker serves its other
+/// sockets; the rest of the backlog is accepted on the next loop turn, so a
+/// connection flood cannot starve UDP.
+const ACCEPT_BUDGET: usize = 128;
+/// How often idle and slowloris connections are looked for.
+const SWEEP_INTERVAL_MS: u64 = 1000;
 
 /// Settings a worker needs beyond the registrar.
 #[derive(Debug, Clone, Copy)]
 pub struct WorkerConfig {
     pub id: u16,
-    pub tcp_idle_timeout_ms: u64,
-    /// Most simultaneous TCP connections this worker accepts.
-    pub max_connections: usize,
+    /// `--tcp-max-connections`, `--tcp-max-per-source` and the TCP timeouts.
+    pub tcp: TcpLimits,
     /// `--rate-limit` requests per second per source IP (0: off) and burst.
     pub rate_limit: u32,
     pub rate_burst: u32,
@@ -61,6 +74,10 @@ pub struct Worker {
     timers: Sender<TimerCmd<TimerEvent>>,
     commands: Receiver<WorkerCmd>,
     shutdown: Arc<AtomicBool>,
+    /// The listener may hold connections not yet accepted (budget spent).
+    accept_pending: bool,
+    /// An accept failed for lack of descriptors or memory (logged once).
+    accept_failed: bool,
 }
 
 /// Bytes another thread (the GB28181 platform) wants sent on this worker's
@@ -78,7 +95,9 @@ pub const COMMAND_QUEUE: usize = 4096;
 /// connection's own worker, or worker 0 for UDP (every worker's socket is
 /// bound to the same address, so any of them sends from the right port).
 pub struct WorkerOutbox {
-    pub workers: Vec<(Sender<WorkerCmd>, Arc<Waker>)>,
+    /// Each worker's command queue (bounded by [`COMMAND_QUEUE`]), its waker,
+    /// and its counters (for the drops).
+    pub workers: Vec<(Sender<WorkerCmd>, Arc<Waker>, Arc<WorkerStats>)>,
 }
 
 impl Outbox for WorkerOutbox {
@@ -87,14 +106,23 @@ impl Outbox for WorkerOutbox {
             Dest::Tcp(c) => usize::from(c.worker),
             Dest::Udp(_) => 0,
         };
-        let Some((tx, waker)) = self.workers.get(index) else {
+        let Some((tx, waker, stats)) = self.workers.get(index) else {
             return;
         };
         match tx.try_send(WorkerCmd { dest, bytes }) {
             Ok(()) => {
                 let _ = waker.wake();
             }
-            Err(e) => log::warn!("worker {index} command queue: {e}; request dropped"),
+            Err(e) => {
+                // Counted, and logged only the first time: a full queue
+                // under a flood would otherwise log once per request.
+                if stats.commands_dropped.fetch_add(1, Ordering::Relaxed) == 0 {
+                    log::warn!(
+                        "worker {index} command queue: {e}; request dropped \
+                         (further drops counted in sipreg_worker_commands_dropped_total)"
+                    );
+                }
+            }
         }
     }
 }
@@ -120,13 +148,16 @@ impl Worker {
         poll.registry()
             .register(&mut sockets.tcp, LISTENER, Interest::READABLE)?;
         let waker = Arc::new(Waker::new(poll.registry(), WAKER)?);
+        stats
+            .udp_rcvbuf
+            .store(sockets.udp_rcvbuf as u64, Ordering::Relaxed);
         Ok((
             Worker {
                 cfg,
                 poll,
                 udp: sockets.udp,
                 listener: sockets.tcp,
-                conns: Connections::new(FIRST_CONN, cfg.max_connections),
+                conns: Connections::new(FIRST_CONN, cfg.tcp, stats.clone()),
                 registrar,
                 stats,
                 transactions: TxCache::new(),
@@ -138,6 +169,8 @@ impl Worker {
                 timers,
                 commands,
                 shutdown,
+                accept_pending: false,
+                accept_failed: false,
             },
             waker,
         ))
@@ -148,16 +181,19 @@ impl Worker {
         let mut events = Events::with_capacity(256);
         let mut last_sweep = now_ms();
         while !self.shutdown.load(Ordering::Acquire) {
-            if let Err(e) = self
-                .poll
-                .poll(&mut events, Some(Duration::from_millis(500)))
-            {
+            // With connections left in the backlog, only look for events.
+            let wait = if self.accept_pending {
+                Duration::ZERO
+            } else {
+                Duration::from_millis(500)
+            };
+            if let Err(e) = self.poll.poll(&mut events, Some(wait)) {
                 if e.kind() != io::ErrorKind::Interrupted {
                     log::error!("worker {}: poll failed: {e}", self.cfg.id);
                     break;
                 }
             }
-            if events.is_empty() {
+            if events.is_empty() && !self.accept_pending {
                 // Belt and braces for the edge-triggered batch reads: a quiet
                 // interval re-checks the UDP queue once.
                 self.drain_udp();
@@ -170,15 +206,14 @@ impl Worker {
                     token => self.conn_event(token, ev.is_readable(), ev.is_writable()),
                 }
             }
+            if self.accept_pending {
+                self.accept();
+            }
             let now = now_ms();
-            if now.saturating_sub(last_sweep) >= 1000 {
+            if now.saturating_sub(last_sweep) >= SWEEP_INTERVAL_MS {
                 last_sweep = now;
-                let closed =
-                    self.conns
-                        .close_idle(now, self.cfg.tcp_idle_timeout_ms, self.poll.registry());
-                self.stats
-                    .tcp_closed_idle
-                    .fetch_add(closed as u64, Ordering::Relaxed);
+                self.conns.sweep(now, self.poll.registry());
+                self.accept();
             }
         }
         log::debug!("worker {} stopped", self.cfg.id);
@@ -224,7 +259,12 @@ impl Worker {
                     self.tx.push(&self.out.reply, source);
                 }
             }
-            self.tx.flush(fd);
+            let failed = self.tx.flush(fd);
+            if failed > 0 {
+                self.stats
+                    .udp_send_errors
+                    .fetch_add(failed as u64, Ordering::Relaxed);
+            }
             if n < mmsg::BATCH {
                 return;
             }
@@ -252,27 +292,40 @@ impl Worker {
         }
     }
 
+    /// Accepts up to [`ACCEPT_BUDGET`] connections. Connections over a cap
+    /// are accepted and closed at once (counted in `tcp_rejected_total`):
+    /// leaving them in the backlog would fill it, and the well-behaved peers
+    /// behind them would time out instead.
     fn accept(&mut self) {
-        loop {
+        self.accept_pending = false;
+        for _ in 0..ACCEPT_BUDGET {
             match self.listener.accept() {
                 Ok((stream, peer)) => {
                     let id = NEXT_CONN_ID.fetch_add(1, Ordering::Relaxed);
-                    if self
+                    let _ = self
                         .conns
-                        .insert(stream, peer, id, now_ms(), self.poll.registry())
-                        .is_some()
-                    {
-                        WorkerStats::inc(&self.stats.tcp_accepted);
-                    }
+                        .insert(stream, peer, id, now_ms(), self.poll.registry());
                 }
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return,
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => {
-                    log::debug!("accept: {e}");
+                    // EMFILE and the like: the sweep retries once a second
+                    // (the edge has been consumed, so no event would). The
+                    // caps cannot refuse what cannot be accepted, so the
+                    // operator hears of it once.
+                    if !self.accept_failed {
+                        self.accept_failed = true;
+                        log::warn!(
+                            "worker {}: cannot accept TCP connections: {e} \
+                             (is the open-file limit below --threads x --tcp-max-connections?)",
+                            self.cfg.id
+                        );
+                    }
                     return;
                 }
             }
         }
+        self.accept_pending = true;
     }
 
     fn conn_event(&mut self, token: Token, readable: bool, writable: bool) {
@@ -328,13 +381,21 @@ fn process(
         Handled::Absorbed => {}
     }
     for t in out.timers.drain(..) {
-        // Blocks only if the timer thread is far behind: back-pressure beats
-        // losing an expiry.
         let cmd = TimerCmd::At {
             deadline_ms: t.deadline_ms,
             item: t.event,
         };
-        if timers.send(cmd).is_err() {
+        // Waits only if the timer thread is far behind: back-pressure beats
+        // losing an expiry, and the wait is counted.
+        let sent = match timers.try_send(cmd) {
+            Ok(()) => Ok(()),
+            Err(TrySendError::Full(cmd)) => {
+                WorkerStats::inc(&stats.timer_queue_waits);
+                timers.send(cmd).map_err(|_| ())
+            }
+            Err(TrySendError::Disconnected(_)) => Err(()),
+        };
+        if sent.is_err() {
             log::warn!("timer thread gone; timer not scheduled");
         }
     }
@@ -349,5 +410,35 @@ fn now() -> Now {
         mono_ms: now_ms(),
         unix_secs: wall.as_secs(),
         unix_millis: wall.subsec_millis() as u16,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_full_command_queue_drops_and_counts() {
+        let poll = Poll::new().unwrap();
+        let waker = Arc::new(Waker::new(poll.registry(), WAKER).unwrap());
+        let stats = Arc::new(WorkerStats::default());
+        let (tx, rx) = crossbeam_channel::bounded(2);
+        let outbox = WorkerOutbox {
+            workers: vec![(tx, waker, stats.clone())],
+        };
+        let to = Dest::Udp("127.0.0.1:5060".parse().unwrap());
+        for _ in 0..5 {
+            outbox.send(to, b"MESSAGE".to_vec());
+        }
+        assert_eq!(rx.len(), 2, "the queue holds its bound");
+        assert_eq!(crate::stats::read(&stats.commands_dropped), 3);
+        // A destination on a worker that does not exist is ignored, not a panic.
+        let far = ConnRef {
+            worker: 9,
+            token: 3,
+            id: 1,
+        };
+        outbox.send(Dest::Tcp(far), Vec::new());
+        assert_eq!(crate::stats::read(&stats.commands_dropped), 3);
     }
 }

@@ -7,10 +7,6 @@ use std::net::SocketAddr;
 
 use socket2::{Domain, Protocol, Socket, Type};
 
-/// Receive buffer asked for each UDP socket: registration storms arrive in
-/// bursts, and a datagram dropped by the kernel costs a client retransmission.
-pub const UDP_RCVBUF: usize = 4 << 20;
-
 /// Which step of making a socket failed, for a start-up error that says so.
 #[derive(Debug)]
 pub enum SocketError {
@@ -72,16 +68,49 @@ fn new_socket(
     Ok(s)
 }
 
-pub fn udp(addr: SocketAddr) -> Result<mio::net::UdpSocket, SocketError> {
+/// A bound UDP socket and its receive buffer as the kernel reports it.
+///
+/// `rcvbuf` is the `--udp-rcvbuf` request (0: leave the kernel default).
+/// Registration storms arrive in bursts, and a datagram the kernel drops costs
+/// the client a retransmission, hence a large default; the kernel silently
+/// caps the request at `net.core.rmem_max`, so the effective size is read back
+/// rather than assumed.
+pub fn udp(addr: SocketAddr, rcvbuf: usize) -> Result<(mio::net::UdpSocket, usize), SocketError> {
     let s = new_socket(addr, Type::DGRAM, Protocol::UDP, "UDP")?;
-    // Best effort: the kernel caps it at net.core.rmem_max.
-    let _ = s.set_recv_buffer_size(UDP_RCVBUF);
+    let opt = |r: io::Result<()>| {
+        r.map_err(|err| SocketError::Option {
+            kind: "UDP",
+            option: "SO_RCVBUF",
+            err,
+        })
+    };
+    if rcvbuf > 0 {
+        // setsockopt takes an int; anything larger is capped by the kernel anyway.
+        opt(s.set_recv_buffer_size(rcvbuf.min(i32::MAX as usize)))?;
+    }
+    let effective = s.recv_buffer_size().map_err(|err| SocketError::Option {
+        kind: "UDP",
+        option: "SO_RCVBUF (read back)",
+        err,
+    })?;
     s.bind(&addr.into()).map_err(|err| SocketError::Bind {
         kind: "UDP",
         addr,
         err,
     })?;
-    Ok(mio::net::UdpSocket::from_std(s.into()))
+    Ok((mio::net::UdpSocket::from_std(s.into()), effective))
+}
+
+/// Whether the kernel granted less receive buffer than `asked`. Linux doubles
+/// the request (the extra half is its bookkeeping overhead) and reports the
+/// doubled figure, so a full grant reads back as at least twice the request.
+pub fn rcvbuf_capped(asked: usize, effective: usize) -> bool {
+    let full = if cfg!(target_os = "linux") {
+        asked.saturating_mul(2)
+    } else {
+        asked
+    };
+    asked > 0 && effective < full
 }
 
 pub fn tcp(addr: SocketAddr) -> Result<mio::net::TcpListener, SocketError> {
@@ -99,20 +128,47 @@ pub fn tcp(addr: SocketAddr) -> Result<mio::net::TcpListener, SocketError> {
 /// One worker's sockets.
 pub struct WorkerSockets {
     pub udp: mio::net::UdpSocket,
+    /// The UDP receive buffer as the kernel reports it (`SO_RCVBUF`).
+    pub udp_rcvbuf: usize,
     pub tcp: mio::net::TcpListener,
 }
 
-/// Binds `count` UDP sockets and TCP listeners on `addr`. With port 0 the first
-/// UDP socket picks the port and every other socket joins it; the attempt is
-/// retried when that port turns out to be taken for TCP.
+/// Binds `count` UDP sockets (each asking for `udp_rcvbuf` bytes of receive
+/// buffer, 0: kernel default) and TCP listeners on `addr`. With port 0 the
+/// first UDP socket picks the port and every other socket joins it; the
+/// attempt is retried when that port turns out to be taken for TCP. Logs the
+/// effective receive buffer once, and warns if the kernel capped it.
 pub fn bind_all(
     addr: SocketAddr,
     count: usize,
+    udp_rcvbuf: usize,
+) -> Result<(SocketAddr, Vec<WorkerSockets>), SocketError> {
+    let (local, sockets) = bind_with_retries(addr, count, udp_rcvbuf)?;
+    if let Some(first) = sockets.first() {
+        let effective = first.udp_rcvbuf;
+        if rcvbuf_capped(udp_rcvbuf, effective) {
+            log::warn!(
+                "UDP receive buffer capped at {effective} bytes (asked --udp-rcvbuf {udp_rcvbuf}); \
+                 raise net.core.rmem_max to at least {udp_rcvbuf} to get it"
+            );
+        } else {
+            log::info!(
+                "UDP receive buffer {effective} bytes per worker socket (as reported by SO_RCVBUF)"
+            );
+        }
+    }
+    Ok((local, sockets))
+}
+
+fn bind_with_retries(
+    addr: SocketAddr,
+    count: usize,
+    udp_rcvbuf: usize,
 ) -> Result<(SocketAddr, Vec<WorkerSockets>), SocketError> {
     let attempts = if addr.port() == 0 { 20 } else { 1 };
     let mut last = None;
     for _ in 0..attempts {
-        match try_bind_all(addr, count) {
+        match try_bind_all(addr, count, udp_rcvbuf) {
             Ok(r) => return Ok(r),
             Err(e) if e.is_addr_in_use() && addr.port() == 0 => last = Some(e),
             Err(e) => return Err(e),
@@ -128,9 +184,10 @@ pub fn bind_all(
 fn try_bind_all(
     addr: SocketAddr,
     count: usize,
+    udp_rcvbuf: usize,
 ) -> Result<(SocketAddr, Vec<WorkerSockets>), SocketError> {
-    let first = udp(addr)?;
-    let local = first.local_addr().map_err(|err| SocketError::Bind {
+    let first = udp(addr, udp_rcvbuf)?;
+    let local = first.0.local_addr().map_err(|err| SocketError::Bind {
         kind: "UDP",
         addr,
         err,
@@ -138,14 +195,38 @@ fn try_bind_all(
     let mut out = Vec::with_capacity(count);
     let mut first = Some(first);
     for _ in 0..count {
-        let udp = match first.take() {
+        let (udp, udp_rcvbuf) = match first.take() {
             Some(s) => s,
-            None => udp(local)?,
+            None => udp(local, udp_rcvbuf)?,
         };
         out.push(WorkerSockets {
             udp,
+            udp_rcvbuf,
             tcp: tcp(local)?,
         });
     }
     Ok((local, out))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn rcvbuf_capped_compares_with_the_doubled_request_on_linux() {
+        assert!(!rcvbuf_capped(0, 212_992), "0 asks for nothing");
+        assert!(!rcvbuf_capped(65_536, 131_072));
+        assert!(rcvbuf_capped(8 << 20, 8 << 20), "granted half of it");
+        assert!(rcvbuf_capped(8 << 20, 425_984));
+    }
+
+    #[test]
+    fn udp_reads_back_the_effective_receive_buffer() {
+        let addr: SocketAddr = "127.0.0.1:0".parse().unwrap();
+        let (_s, default) = udp(addr, 0).unwrap();
+        assert!(default > 0);
+        // A small request is below any sane rmem_max: granted in full.
+        let (_s, small) = udp(addr, 32 * 1024).unwrap();
+        assert!(!rcvbuf_capped(32 * 1024, small), "{small}");
+    }
 }

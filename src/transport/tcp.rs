@@ -1,29 +1,63 @@
 //! TCP connections of one worker: per-connection read and write buffers, stream
-//! framing (RFC 3261 §18.3), RFC 5626 keep-alive pings, idle close. Buffers are
-//! bounded so a slow or hostile peer cannot grow them without limit.
+//! framing (RFC 3261 §18.3), RFC 5626 keep-alive pings, and the bounds that keep
+//! a slow or hostile peer from holding resources: connections per worker and
+//! per source IP, read- and write-buffer caps, an idle timeout and a
+//! partial-message (slowloris) timeout. Every bound that bites is counted in
+//! [`WorkerStats`] (`tcp_rejected_total`, `tcp_closed_total`).
 
+use std::collections::HashMap;
 use std::io::{self, Read, Write};
-use std::net::SocketAddr;
+use std::net::{IpAddr, SocketAddr};
+use std::sync::atomic::Ordering;
+use std::sync::Arc;
+use std::time::Duration;
 
 use mio::net::TcpStream;
 use mio::{Interest, Registry, Token};
 
 use crate::sip::frame::MAX_STREAM_MESSAGE;
-use crate::sip::{frame, Frame};
+use crate::sip::{frame_resume, Frame, ScanError};
+use crate::stats::{TcpClose, TcpReject, WorkerStats};
 
 /// Most unframed bytes kept for one connection: one maximal message plus a read.
-const MAX_READ_BUFFER: usize = MAX_STREAM_MESSAGE + READ_CHUNK;
-/// Most unsent response bytes kept for a peer that does not read.
-const MAX_WRITE_BUFFER: usize = 1 << 20;
+/// Reading stops once more than a maximal message is buffered, and the framer
+/// refuses anything that large, so the buffer never grows past this.
+pub const MAX_READ_BUFFER: usize = MAX_STREAM_MESSAGE + READ_CHUNK;
+/// Most unsent bytes kept for a peer that does not read its answers.
+pub const MAX_WRITE_BUFFER: usize = 1 << 20;
 const READ_CHUNK: usize = 16 * 1024;
+/// A buffer that grew past this for one large message is given back once it
+/// empties, so idle connections cost little memory (8192 connections with
+/// maximal buffers would otherwise hold over half a gigabyte).
+const KEEP_CAPACITY: usize = 16 * 1024;
+
+/// The per-worker bounds (`--tcp-*`).
+#[derive(Debug, Clone, Copy)]
+pub struct Limits {
+    /// Connections this worker holds at most.
+    pub max_connections: usize,
+    /// Connections one source IP holds at most on this worker.
+    pub max_per_source: u32,
+    /// A connection nothing was read from for this long is closed.
+    pub idle_timeout_ms: u64,
+    /// A message begun this long ago and still incomplete closes its connection.
+    pub message_timeout_ms: u64,
+}
 
 struct Conn {
     stream: TcpStream,
     peer: SocketAddr,
     id: u64,
     rbuf: Vec<u8>,
+    /// How much of `rbuf` the framer already knows holds no header end, so a
+    /// trickled header section is scanned once, not once per read.
+    scanned: usize,
     wbuf: Vec<u8>,
     last_active_ms: u64,
+    /// When the first byte of the incomplete message at the front of `rbuf`
+    /// arrived; `None` when `rbuf` holds no message begun (empty, or only
+    /// the CR/LF of a keep-alive).
+    partial_since_ms: Option<u64>,
     /// Close once the write buffer drains (framing lost or peer finished).
     closing: bool,
     want_write: bool,
@@ -34,22 +68,31 @@ pub struct Connections {
     slots: Vec<Option<Conn>>,
     free: Vec<usize>,
     first_token: usize,
-    max: usize,
+    limits: Limits,
     live: usize,
+    /// Open connections per source IP; an entry goes when its count reaches
+    /// zero, so the map holds at most `max_connections` entries.
+    per_source: HashMap<IpAddr, u32>,
+    stats: Arc<WorkerStats>,
 }
 
 impl Connections {
-    pub fn new(first_token: usize, max: usize) -> Self {
+    pub fn new(first_token: usize, limits: Limits, stats: Arc<WorkerStats>) -> Self {
         Connections {
             slots: Vec::new(),
             free: Vec::new(),
             first_token,
-            max,
+            limits,
             live: 0,
+            per_source: HashMap::new(),
+            stats,
         }
     }
 
-    /// Takes ownership of an accepted stream; refuses (closes) it over the cap.
+    /// Takes ownership of an accepted stream, or refuses it over a cap. A
+    /// refused stream is reset (linger 0) rather than closed gracefully: it
+    /// is closed at once, so the accept backlog keeps draining, and a flood
+    /// of refused connections leaves no TIME_WAIT state behind.
     pub fn insert(
         &mut self,
         mut stream: TcpStream,
@@ -58,8 +101,18 @@ impl Connections {
         now_ms: u64,
         registry: &Registry,
     ) -> Option<Token> {
-        if self.live >= self.max {
-            log::debug!("refusing TCP connection from {peer}: {} open", self.live);
+        let from_source = self.per_source.get(&peer.ip()).copied().unwrap_or(0);
+        let refused = if self.live >= self.limits.max_connections {
+            Some(TcpReject::PerWorker)
+        } else if from_source >= self.limits.max_per_source {
+            Some(TcpReject::PerSource)
+        } else {
+            None
+        };
+        if let Some(why) = refused {
+            log::debug!("refusing TCP connection from {peer}: {}", why.label());
+            WorkerStats::inc(&self.stats.tcp_rejected[why as usize]);
+            let _ = socket2::SockRef::from(&stream).set_linger(Some(Duration::ZERO));
             return None;
         }
         let index = self.free.pop().unwrap_or_else(|| {
@@ -78,12 +131,19 @@ impl Connections {
             peer,
             id,
             rbuf: Vec::new(),
+            scanned: 0,
             wbuf: Vec::new(),
             last_active_ms: now_ms,
+            partial_since_ms: None,
             closing: false,
             want_write: false,
         });
         self.live += 1;
+        *self.per_source.entry(peer.ip()).or_insert(0) += 1;
+        WorkerStats::inc(&self.stats.tcp_accepted);
+        self.stats
+            .tcp_open
+            .store(self.live as u64, Ordering::Relaxed);
         Some(token)
     }
 
@@ -93,7 +153,10 @@ impl Connections {
 
     /// Reads what is available, hands each complete message to `on_message`
     /// (which appends any answer to the write buffer it is given), answers
-    /// CRLF CRLF pings with CRLF, then writes.
+    /// CRLF CRLF pings with CRLF, then writes. Reads until `WouldBlock`
+    /// (mio is edge-triggered), framing whenever the read buffer is full, so
+    /// a peer that pipelines more than one buffer of requests is served in
+    /// full rather than stalled.
     pub fn read(
         &mut self,
         token: Token,
@@ -107,59 +170,109 @@ impl Connections {
         let Some(Some(conn)) = self.slots.get_mut(index) else {
             return;
         };
-        let mut peer_done = false;
+        let ids = (u32::try_from(token.0).unwrap_or(u32::MAX), conn.id);
         let mut chunk = [0u8; READ_CHUNK];
+        let mut close = None;
+        let mut peer_done = false;
         loop {
-            match conn.stream.read(&mut chunk) {
-                Ok(0) => {
-                    peer_done = true;
-                    break;
-                }
-                Ok(n) => {
-                    conn.rbuf.extend_from_slice(&chunk[..n]);
-                    if conn.rbuf.len() > MAX_READ_BUFFER {
-                        // The framer refuses anything this large; stop reading.
+            // Fill: until the kernel has nothing more, or more than a
+            // maximal message is buffered (then it must frame or fail).
+            let mut drained = false;
+            while conn.rbuf.len() <= MAX_STREAM_MESSAGE {
+                match conn.stream.read(&mut chunk) {
+                    Ok(0) => {
+                        peer_done = true;
+                        break;
+                    }
+                    Ok(n) => conn.rbuf.extend_from_slice(&chunk[..n]),
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => {
+                        drained = true;
+                        break;
+                    }
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(_) => {
+                        peer_done = true;
                         break;
                     }
                 }
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    peer_done = true;
-                    break;
+            }
+            debug_assert!(
+                conn.rbuf.len() <= MAX_READ_BUFFER,
+                "read buffer over its cap"
+            );
+            conn.last_active_ms = now_ms;
+
+            // `scanned` is relative to the front of what is left to frame:
+            // it restarts at 0 whenever something is consumed.
+            let mut pos = 0;
+            while !conn.closing && pos < conn.rbuf.len() {
+                match frame_resume(&conn.rbuf[pos..], &mut conn.scanned) {
+                    Ok(Frame::Message(n)) => {
+                        on_message(&conn.rbuf[pos..pos + n], conn.peer, ids, &mut conn.wbuf);
+                        pos += n;
+                        conn.scanned = 0;
+                    }
+                    // RFC 5626 §4.4.1: answer the ping with a pong.
+                    Ok(Frame::Ping(n)) => {
+                        conn.wbuf.extend_from_slice(b"\r\n");
+                        pos += n;
+                        conn.scanned = 0;
+                    }
+                    Ok(Frame::Skip(n)) => {
+                        pos += n;
+                        conn.scanned = 0;
+                    }
+                    Ok(Frame::NeedMore) => break,
+                    Err(e) => {
+                        // Framing is lost: answer what can be answered (a 400
+                        // or 513 when the head is readable), then close.
+                        on_message(&conn.rbuf[pos..], conn.peer, ids, &mut conn.wbuf);
+                        pos = conn.rbuf.len();
+                        conn.scanned = 0;
+                        conn.closing = true;
+                        close = Some(match e {
+                            ScanError::MessageTooLarge => TcpClose::ReadBuffer,
+                            _ => TcpClose::Framing,
+                        });
+                    }
                 }
             }
-        }
-        conn.last_active_ms = now_ms;
-        let ids = (u32::try_from(token.0).unwrap_or(u32::MAX), conn.id);
-        let mut pos = 0;
-        while !conn.closing && pos < conn.rbuf.len() {
-            match frame(&conn.rbuf[pos..]) {
-                Ok(Frame::Message(n)) => {
-                    on_message(&conn.rbuf[pos..pos + n], conn.peer, ids, &mut conn.wbuf);
-                    pos += n;
+            conn.rbuf.drain(..pos);
+            conn.partial_since_ms = if begun(&conn.rbuf) {
+                // A message still incomplete after something before it was
+                // consumed began in this read; otherwise it keeps its start.
+                match conn.partial_since_ms {
+                    Some(t) if pos == 0 => Some(t),
+                    _ => Some(now_ms),
                 }
-                // RFC 5626 §4.4.1: answer the ping with a pong.
-                Ok(Frame::Ping(n)) => {
-                    conn.wbuf.extend_from_slice(b"\r\n");
-                    pos += n;
-                }
-                Ok(Frame::Skip(n)) => pos += n,
-                Ok(Frame::NeedMore) => break,
-                Err(_) => {
-                    // Framing is lost: answer what can be answered (a 400 or
-                    // 513 when the head is readable), then close.
-                    on_message(&conn.rbuf[pos..], conn.peer, ids, &mut conn.wbuf);
-                    pos = conn.rbuf.len();
-                    conn.closing = true;
-                }
+            } else {
+                None
+            };
+            if conn.rbuf.is_empty() && conn.rbuf.capacity() > KEEP_CAPACITY {
+                conn.rbuf = Vec::new();
+            }
+            // Send what is ready before judging the write buffer, so a peer
+            // that reads as fast as it pipelines is never over the cap.
+            if write_pending(conn).is_err() {
+                peer_done = true;
+                break;
+            }
+            if conn.wbuf.len() > MAX_WRITE_BUFFER {
+                close = Some(TcpClose::WriteBuffer);
+                break;
+            }
+            if drained || peer_done || conn.closing {
+                break;
             }
         }
-        conn.rbuf.drain(..pos);
-        if conn.wbuf.len() > MAX_WRITE_BUFFER {
+        if let Some(TcpClose::WriteBuffer) = close {
             log::debug!("closing {}: peer does not read its answers", conn.peer);
-            self.close(index, registry);
+            self.close_counted(index, TcpClose::WriteBuffer, registry);
             return;
+        }
+        if let Some(why) = close {
+            // Counted now; the connection goes once its answer is written.
+            WorkerStats::inc(&self.stats.tcp_closed[why as usize]);
         }
         if peer_done {
             conn.closing = true;
@@ -176,24 +289,7 @@ impl Connections {
         let Some(Some(conn)) = self.slots.get_mut(index) else {
             return;
         };
-        let mut written = 0;
-        let mut failed = false;
-        while written < conn.wbuf.len() {
-            match conn.stream.write(&conn.wbuf[written..]) {
-                Ok(0) => {
-                    failed = true;
-                    break;
-                }
-                Ok(n) => written += n,
-                Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
-                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(_) => {
-                    failed = true;
-                    break;
-                }
-            }
-        }
-        conn.wbuf.drain(..written);
+        let failed = write_pending(conn).is_err();
         if failed || (conn.closing && conn.wbuf.is_empty()) {
             self.close(index, registry);
             return;
@@ -215,42 +311,122 @@ impl Connections {
     }
 
     /// Queues `bytes` on the connection if it is still the one with `id`
-    /// (tokens are reused); returns whether it was.
+    /// (tokens are reused); returns whether it was. A peer whose unsent bytes
+    /// would pass the write-buffer cap is closed instead.
     pub fn send(&mut self, token: Token, id: u64, bytes: &[u8], registry: &Registry) -> bool {
         let Some(index) = self.index(token) else {
             return false;
         };
         match self.slots.get_mut(index) {
-            Some(Some(conn)) if conn.id == id => conn.wbuf.extend_from_slice(bytes),
+            Some(Some(conn)) if conn.id == id => {
+                if conn.wbuf.len() + bytes.len() > MAX_WRITE_BUFFER {
+                    log::debug!("closing {}: peer does not read", conn.peer);
+                    self.close_counted(index, TcpClose::WriteBuffer, registry);
+                    return false;
+                }
+                conn.wbuf.extend_from_slice(bytes);
+            }
             _ => return false,
         }
         self.flush(token, registry);
         true
     }
 
-    fn close(&mut self, index: usize, registry: &Registry) {
-        if let Some(mut conn) = self.slots.get_mut(index).and_then(Option::take) {
-            let _ = registry.deregister(&mut conn.stream);
-            self.free.push(index);
-            self.live -= 1;
-        }
+    fn close_counted(&mut self, index: usize, why: TcpClose, registry: &Registry) {
+        WorkerStats::inc(&self.stats.tcp_closed[why as usize]);
+        self.close(index, registry);
     }
 
-    /// Closes connections idle for `timeout_ms`; returns how many.
-    pub fn close_idle(&mut self, now_ms: u64, timeout_ms: u64, registry: &Registry) -> usize {
-        let idle: Vec<usize> = self
-            .slots
-            .iter()
-            .enumerate()
-            .filter_map(|(i, c)| {
-                c.as_ref()
-                    .filter(|c| now_ms.saturating_sub(c.last_active_ms) >= timeout_ms)
-                    .map(|_| i)
-            })
-            .collect();
-        for &i in &idle {
-            self.close(i, registry);
+    fn close(&mut self, index: usize, registry: &Registry) {
+        let Some(mut conn) = self.slots.get_mut(index).and_then(Option::take) else {
+            return;
+        };
+        let _ = registry.deregister(&mut conn.stream);
+        self.free.push(index);
+        self.live -= 1;
+        let ip = conn.peer.ip();
+        if let Some(n) = self.per_source.get_mut(&ip) {
+            debug_assert!(*n > 0, "per-source count of an open connection is zero");
+            *n -= 1;
+            if *n == 0 {
+                self.per_source.remove(&ip);
+            }
         }
-        idle.len()
+        self.stats
+            .tcp_open
+            .store(self.live as u64, Ordering::Relaxed);
+    }
+
+    /// Closes connections idle for the idle timeout, and those whose
+    /// message begun is older than the message timeout; counts each. One
+    /// pass over the slab, called about once a second, so the timers cost
+    /// nothing per packet.
+    pub fn sweep(&mut self, now_ms: u64, registry: &Registry) {
+        for index in 0..self.slots.len() {
+            let Some(Some(conn)) = self.slots.get(index) else {
+                continue;
+            };
+            let why = if now_ms.saturating_sub(conn.last_active_ms) >= self.limits.idle_timeout_ms {
+                TcpClose::Idle
+            } else if conn
+                .partial_since_ms
+                .is_some_and(|t| now_ms.saturating_sub(t) >= self.limits.message_timeout_ms)
+            {
+                log::debug!("closing {}: message incomplete too long", conn.peer);
+                TcpClose::MessageTimeout
+            } else {
+                continue;
+            };
+            self.close_counted(index, why, registry);
+        }
+    }
+}
+
+/// Writes as much of the write buffer as the kernel takes now. `Err` when
+/// the connection is broken.
+fn write_pending(conn: &mut Conn) -> Result<(), ()> {
+    let mut written = 0;
+    let mut result = Ok(());
+    while written < conn.wbuf.len() {
+        match conn.stream.write(&conn.wbuf[written..]) {
+            Ok(0) => {
+                result = Err(());
+                break;
+            }
+            Ok(n) => written += n,
+            Err(e) if e.kind() == io::ErrorKind::WouldBlock => break,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+            Err(_) => {
+                result = Err(());
+                break;
+            }
+        }
+    }
+    conn.wbuf.drain(..written);
+    if conn.wbuf.is_empty() && conn.wbuf.capacity() > KEEP_CAPACITY {
+        conn.wbuf = Vec::new();
+    }
+    result
+}
+
+/// True when `rbuf` holds the start of a message, not just the CR/LF of an
+/// RFC 5626 keep-alive (which the framer keeps until it can tell a ping from
+/// a pong). Only the first bytes are looked at in practice: the framer
+/// consumes leading line ends, so anything else stops the scan at once.
+fn begun(rbuf: &[u8]) -> bool {
+    rbuf.iter().any(|&b| b != b'\r' && b != b'\n')
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn keepalive_bytes_are_not_a_message_begun() {
+        assert!(!begun(b""));
+        assert!(!begun(b"\r"));
+        assert!(!begun(b"\r\n\r"));
+        assert!(begun(b"REG"));
+        assert!(begun(b"\r\nR"));
     }
 }

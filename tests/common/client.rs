@@ -8,7 +8,7 @@ use std::net::{SocketAddr, TcpStream, UdpSocket};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::time::{Duration, Instant};
 
-use sipreg::auth::{client_response, format_nc, ha1};
+use sipreg::auth::{client_response_key, format_nc, Algorithm, Ha1Key};
 use sipreg::sip::{self, AuthHeader, Frame, HeaderId, NameAddr, StartLine, Via};
 
 /// How long a test waits for an answer it expects.
@@ -87,7 +87,14 @@ pub struct Udp {
 
 impl Udp {
     pub fn connect(server: SocketAddr) -> Udp {
-        let sock = UdpSocket::bind("127.0.0.1:0").expect("bind udp");
+        Udp::connect_from("127.0.0.1", server)
+    }
+
+    /// From another loopback address (`127.0.0.2`, …): another source IP
+    /// as far as the server can tell.
+    pub fn connect_from(local_ip: &str, server: SocketAddr) -> Udp {
+        let sock =
+            UdpSocket::bind((local_ip, 0)).unwrap_or_else(|e| panic!("bind {local_ip}: {e}"));
         Udp { sock, server }
     }
 }
@@ -362,7 +369,38 @@ impl Response {
         uris
     }
 
-    /// A parameter of the WWW-Authenticate challenge (quotes removed).
+    /// Every WWW-Authenticate challenge, in order.
+    pub fn challenges(&self) -> Vec<Offered> {
+        self.msg()
+            .all(HeaderId::WwwAuthenticate)
+            .map(|h| {
+                let auth = AuthHeader::parse(h.value)
+                    .unwrap_or_else(|e| panic!("bad WWW-Authenticate {:?}: {e:?}", text(h.value)));
+                assert!(
+                    auth.is_digest(),
+                    "not a Digest challenge: {}",
+                    text(h.value)
+                );
+                Offered {
+                    params: auth
+                        .params()
+                        .map(|(n, v)| (text(n).to_ascii_lowercase(), text(v)))
+                        .collect(),
+                }
+            })
+            .collect()
+    }
+
+    /// The `algorithm` of every WWW-Authenticate challenge, in order
+    /// (`MD5` where it is absent).
+    pub fn challenge_algorithms(&self) -> Vec<String> {
+        self.challenges()
+            .iter()
+            .map(|c| c.param("algorithm").unwrap_or_else(|| "MD5".into()))
+            .collect()
+    }
+
+    /// A parameter of the (first) WWW-Authenticate challenge (quotes removed).
     pub fn challenge_param(&self, name: &str) -> Option<String> {
         let value = self.msg().value(HeaderId::WwwAuthenticate)?;
         let auth = AuthHeader::parse(value)
@@ -411,6 +449,23 @@ impl Response {
 
     pub fn call_id(&self) -> String {
         text(self.msg().call_id())
+    }
+}
+
+/// One WWW-Authenticate challenge of a 401.
+#[derive(Clone, Debug)]
+pub struct Offered {
+    /// Parameters in order, names lowercased, quotes removed.
+    pub params: Vec<(String, String)>,
+}
+
+impl Offered {
+    /// A parameter's value (`name` in lower case).
+    pub fn param(&self, name: &str) -> Option<String> {
+        self.params
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
     }
 }
 
@@ -542,15 +597,36 @@ pub struct Challenge {
     pub realm: String,
     pub nonce: String,
     pub opaque: Option<String>,
+    /// The challenge's algorithm, which the answer uses too.
+    pub algorithm: Algorithm,
 }
 
 impl Challenge {
+    /// The first challenge of a 401 whose algorithm this client supports
+    /// (MD5 or SHA-256), as RFC 8760 §2.4 asks of a UAC.
     pub fn from_401(resp: &Response) -> Challenge {
+        Self::first_supported(resp, &Algorithm::ALL)
+    }
+
+    /// The first challenge of a 401 with one of `supported` (a client that
+    /// knows only these; `&[Algorithm::Md5]` plays an MD5-only device).
+    pub fn first_supported(resp: &Response, supported: &[Algorithm]) -> Challenge {
         assert_eq!(resp.code(), 401, "expected a challenge:\n{resp:?}");
+        let found = resp.challenges().into_iter().find_map(|c| {
+            let alg = match c.param("algorithm") {
+                None => Algorithm::Md5,
+                Some(a) => Algorithm::from_token(a.as_bytes())?,
+            };
+            supported.contains(&alg).then_some((alg, c))
+        });
+        let Some((algorithm, offered)) = found else {
+            panic!("no challenge with {supported:?}:\n{resp:?}");
+        };
         Challenge {
-            realm: resp.challenge_param("realm").expect("realm"),
-            nonce: resp.challenge_param("nonce").expect("nonce"),
-            opaque: resp.challenge_param("opaque"),
+            realm: offered.param("realm").expect("realm"),
+            nonce: offered.param("nonce").expect("nonce"),
+            opaque: offered.param("opaque"),
+            algorithm,
         }
     }
 
@@ -564,13 +640,14 @@ impl Challenge {
         request_uri: &str,
         qop: Option<(u32, &str)>,
     ) -> String {
-        let ha1 = ha1(
+        let key = Ha1Key::derive(
+            self.algorithm,
             username.as_bytes(),
             self.realm.as_bytes(),
             password.as_bytes(),
         );
-        let response = client_response(
-            &ha1,
+        let response = client_response_key(
+            &key,
             self.nonce.as_bytes(),
             method.as_bytes(),
             request_uri.as_bytes(),
@@ -578,10 +655,11 @@ impl Challenge {
         );
         let mut h = format!(
             "Digest username=\"{username}\", realm=\"{}\", nonce=\"{}\", uri=\"{request_uri}\", \
-             response=\"{}\", algorithm=MD5",
+             response=\"{}\", algorithm={}",
             self.realm,
             self.nonce,
             text(&response),
+            self.algorithm,
         );
         if let Some((nc, cnonce)) = qop {
             h += &format!(
@@ -607,6 +685,9 @@ pub struct Ua<C: Conn> {
     /// The last challenge and the nonce-count used with it.
     pub challenge: Option<Challenge>,
     pub nc: u32,
+    /// The digest algorithms this UA knows (both by default; set
+    /// `&[Algorithm::Md5]` to play an MD5-only device).
+    pub algorithms: &'static [Algorithm],
 }
 
 impl<C: Conn> Ua<C> {
@@ -619,6 +700,7 @@ impl<C: Conn> Ua<C> {
             reg: Register::new(user, domain),
             challenge: None,
             nc: 0,
+            algorithms: &Algorithm::ALL,
         }
     }
 
@@ -654,7 +736,7 @@ impl<C: Conn> Ua<C> {
         if resp.code() != 401 {
             return resp;
         }
-        self.challenge = Some(Challenge::from_401(&resp));
+        self.challenge = Some(Challenge::first_supported(&resp, self.algorithms));
         self.nc = 0;
         let r = self.next_register(contacts, expires);
         self.conn.request(&r.build(&self.conn))

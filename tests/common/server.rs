@@ -145,6 +145,19 @@ impl Server {
         self.http
     }
 
+    /// A plain HTTP/1.1 GET on the admin API: the status code and the body.
+    pub fn http_get(&self, path: &str) -> (u16, String) {
+        http_get(self.http, path)
+    }
+
+    /// The value of an unlabelled sample in `/metrics` (`sipreg_` prefix
+    /// included in `name`), or `None` when it is absent.
+    pub fn metric(&self, name: &str) -> Option<f64> {
+        let (_, text) = self.http_get("/metrics");
+        text.lines()
+            .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
+    }
+
     pub fn pid(&self) -> u32 {
         self.child.as_ref().expect("running").id()
     }
@@ -310,4 +323,29 @@ fn signal_and_wait(child: &mut Child, sig: libc::c_int, timeout: Duration) -> Op
     }
     signal(child, sig);
     wait_until(child, timeout)
+}
+
+/// A plain HTTP/1.1 GET (`Connection: close`): the status code and the body.
+pub fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use std::io::Write;
+    let mut s = std::net::TcpStream::connect(addr).expect("connect to the admin API");
+    s.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("read timeout");
+    write!(
+        s,
+        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
+    )
+    .expect("send the request");
+    let mut raw = String::new();
+    s.read_to_string(&mut raw).expect("read the answer");
+    let status = raw
+        .split(' ')
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("not an HTTP answer: {raw:?}"));
+    let body = raw
+        .split_once("\r\n\r\n")
+        .map_or("", |(_, b)| b)
+        .to_string();
+    (status, body)
 }

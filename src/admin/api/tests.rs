@@ -45,6 +45,7 @@ fn fixture() -> Fixture {
         timer_stats: Arc::new(TimerStats::default()),
         gb_stats: Arc::new(GbStats::default()),
         queries: recorder.clone(),
+        persist: Default::default(),
     };
     Fixture { state, recorder }
 }

@@ -457,9 +457,11 @@ impl Device {
             } else {
                 HeaderId::ProxyAuthenticate
             };
+            // RFC 8760 §2.4: the first challenge whose algorithm we know
+            // (sipreg offers SHA-256, then MD5).
             let challenge = msg
-                .value(hdr)
-                .and_then(|v| Challenge::parse(v, code == 407));
+                .all(hdr)
+                .find_map(|h| Challenge::parse(h.value, code == 407));
             if tx.kind == Kind::Register || tx.kind == Kind::Unregister {
                 Stats::inc(&self.stats.register_challenged);
             }
@@ -790,6 +792,27 @@ mod tests {
             .collect();
         assert_eq!(kinds, [Method::Register, Method::Message]);
         assert!(has_auth(&out[0].1), "refresh reuses the nonce");
+    }
+
+    #[test]
+    fn answers_the_first_challenge_it_knows() {
+        let stats = Arc::new(Stats::default());
+        let t0 = Instant::now();
+        let mut d = Device::new(params(), "127.0.0.1:40000".parse().unwrap(), stats, t0);
+        let mut out = Out::new();
+        d.on_tick(t0, &mut out);
+        let reg1 = out.pop().unwrap().1;
+        // An algorithm the simulator does not know comes first: skipped.
+        let chal =
+            "WWW-Authenticate: Digest realm=\"sipreg\", nonce=\"abc\", algorithm=SHA-512-256\r\n\
+                    WWW-Authenticate: Digest realm=\"sipreg\", nonce=\"abc\", algorithm=SHA-256\r\n\
+                    WWW-Authenticate: Digest realm=\"sipreg\", nonce=\"abc\", algorithm=MD5\r\n";
+        d.on_packet(t0, &answer(&reg1, 401, chal), server(), &mut out);
+        let reg2 = out.pop().unwrap().1;
+        let m = scan(&reg2).unwrap();
+        let h = sipreg::sip::AuthHeader::parse(m.value(HeaderId::Authorization).unwrap()).unwrap();
+        assert_eq!(h.param(b"algorithm"), Some(&b"SHA-256"[..]));
+        assert_eq!(h.param(b"response").map(<[u8]>::len), Some(64));
     }
 
     #[test]

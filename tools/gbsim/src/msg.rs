@@ -5,7 +5,7 @@
 use std::fmt::Write as _;
 use std::net::SocketAddr;
 
-use sipreg::auth::{client_response, format_nc, Ha1};
+use sipreg::auth::{client_response_key, format_nc, Algorithm, Ha1Key};
 
 /// `Content-Type` of every GB28181 body (as the Hikvision capture writes it).
 pub const MANSCDP: &str = "Application/MANSCDP+xml";
@@ -47,21 +47,24 @@ pub struct Challenge {
     pub nc: u32,
     /// `Proxy-Authenticate` (407) rather than `WWW-Authenticate` (401).
     pub proxy: bool,
+    /// The challenge's digest algorithm, used for the answer.
+    pub algorithm: Algorithm,
 }
 
 impl Challenge {
     /// Reads a `WWW-Authenticate` / `Proxy-Authenticate` value; `None` unless it
-    /// is a Digest challenge with a nonce and (absent or) MD5 algorithm.
+    /// is a Digest challenge with a nonce and an algorithm the simulator knows
+    /// (MD5 — also when absent — or SHA-256). Of several challenges in one
+    /// response a device answers the first it can (RFC 8760 §2.4).
     pub fn parse(value: &[u8], proxy: bool) -> Option<Challenge> {
         let h = sipreg::sip::AuthHeader::parse(value).ok()?;
         if !h.is_digest() {
             return None;
         }
-        if let Some(alg) = h.param(b"algorithm") {
-            if !alg.eq_ignore_ascii_case(b"MD5") {
-                return None;
-            }
-        }
+        let algorithm = match h.param(b"algorithm") {
+            None => Algorithm::Md5,
+            Some(alg) => Algorithm::from_token(alg)?,
+        };
         let s = |v: &[u8]| String::from_utf8_lossy(v).into_owned();
         let qop_auth = h.param(b"qop").is_some_and(|q| {
             q.split(|&c| c == b',')
@@ -74,6 +77,7 @@ impl Challenge {
             qop_auth,
             nc: 0,
             proxy,
+            algorithm,
         })
     }
 
@@ -87,8 +91,12 @@ impl Challenge {
         uri: &str,
         cnonce: &str,
     ) -> String {
-        let ha1: Ha1 =
-            sipreg::auth::ha1(user.as_bytes(), self.realm.as_bytes(), password.as_bytes());
+        let key = Ha1Key::derive(
+            self.algorithm,
+            user.as_bytes(),
+            self.realm.as_bytes(),
+            password.as_bytes(),
+        );
         let mut line = String::with_capacity(320);
         line.push_str(if self.proxy {
             "Proxy-Authorization: "
@@ -102,8 +110,8 @@ impl Challenge {
         );
         if self.qop_auth {
             self.nc = self.nc.wrapping_add(1);
-            let r = client_response(
-                &ha1,
+            let r = client_response_key(
+                &key,
                 self.nonce.as_bytes(),
                 method.as_bytes(),
                 uri.as_bytes(),
@@ -112,19 +120,25 @@ impl Challenge {
             let nc = format_nc(self.nc);
             let _ = write!(
                 line,
-                ", response=\"{}\", algorithm=MD5, qop=auth, nc={}, cnonce=\"{cnonce}\"",
+                ", response=\"{}\", algorithm={}, qop=auth, nc={}, cnonce=\"{cnonce}\"",
                 ascii(&r),
+                self.algorithm,
                 ascii(&nc)
             );
         } else {
-            let r = client_response(
-                &ha1,
+            let r = client_response_key(
+                &key,
                 self.nonce.as_bytes(),
                 method.as_bytes(),
                 uri.as_bytes(),
                 None,
             );
-            let _ = write!(line, ", response=\"{}\", algorithm=MD5", ascii(&r));
+            let _ = write!(
+                line,
+                ", response=\"{}\", algorithm={}",
+                ascii(&r),
+                self.algorithm
+            );
         }
         if let Some(o) = &self.opaque {
             let _ = write!(line, ", opaque=\"{o}\"");
@@ -502,8 +516,43 @@ mod tests {
         );
         // The Hikvision capture's response for the same inputs.
         assert!(auth.contains("response=\"907ddb1bcc25174d7de4a96c947fb066\""));
+        assert!(auth.contains("algorithm=MD5"));
         assert!(auth.contains("opaque=\"a853e4f25298413f9bf3a9aa6767857d\""));
         assert!(!auth.contains("nc="));
+    }
+
+    #[test]
+    fn sha256_challenges_are_answered_and_unknown_ones_skipped() {
+        // RFC 7616 §3.9.1's SHA-256 example, as the simulator would answer it.
+        let mut ch = Challenge::parse(
+            b"Digest realm=\"http-auth@example.org\", qop=\"auth, auth-int\", algorithm=SHA-256, \
+              nonce=\"7ypf/xlj9XXwfDPEoM4URrv/xwf94BcCAzFZH4GiTo0v\", \
+              opaque=\"FQhe/qaU925kfnzjCev0ciny7QMkPqMAFRtzCUYo5tdS\"",
+            false,
+        )
+        .unwrap();
+        assert_eq!(ch.algorithm, Algorithm::Sha256);
+        let auth = ch.authorization(
+            "Mufasa",
+            "Circle of Life",
+            "GET",
+            "/dir/index.html",
+            "f2/wE4q74E6zIJEtWaHKaf5wv/H5QzzpXusqGemxURZJ",
+        );
+        assert!(auth.contains(
+            "response=\"753927fa0e85d155564e2e272a28d1802ca10daf4496794697cf8db5856cb6c1\""
+        ));
+        assert!(auth.contains("algorithm=SHA-256"));
+        assert!(Challenge::parse(
+            b"Digest realm=\"r\", nonce=\"n\", algorithm=SHA-512-256",
+            false
+        )
+        .is_none());
+        assert!(Challenge::parse(
+            b"Digest realm=\"r\", nonce=\"n\", algorithm=MD5-sess",
+            false
+        )
+        .is_none());
     }
 
     #[test]

@@ -101,12 +101,17 @@ pub struct Config {
     pub allow_non_loopback: bool,
     pub mmsg: bool,
     pub expires: u32,
+    /// `--expires-until`: Unix time at which every binding should end; each
+    /// REGISTER's Expires is the time left until then (overrides `expires`).
+    pub expires_until: Option<Duration>,
     /// Pacing granularity of the open loop: starts due within one tick go out
     /// in one batch.
     pub tick: Duration,
     /// Batch mode: wake only every this long (not per datagram), reading
     /// kernel receive timestamps for exact latency.
     pub batch: Option<Duration>,
+    /// `--series-ms`: flow latency per interval of this length in the JSON.
+    pub series: Option<Duration>,
     /// Warm-up (refresh scenarios) gives up after this long.
     pub warmup_timeout: Duration,
     /// Responder mode: bind here and answer 200 to everything.
@@ -137,8 +142,10 @@ impl Default for Config {
             allow_non_loopback: false,
             mmsg: true,
             expires: 3600,
+            expires_until: None,
             tick: Duration::from_micros(100),
             batch: None,
+            series: None,
             warmup_timeout: Duration::from_secs(60),
             responder: None,
         }
@@ -189,6 +196,8 @@ OPTIONS:
   --realm R                 digest realm for HA1 (sipreg)
   --domain D                AOR / Request-URI host (the target's IP)
   --expires S               Expires of REGISTER (3600)
+  --expires-until T         Expires = seconds left until Unix time T (rounded up),
+                            so every binding ends in the same second (mass expiry)
   --rate R                  open loop: flows started per second (all threads)
   --window W                closed loop: most outstanding flows (64, the default)
   --duration S              seconds of starting new flows (10)
@@ -205,6 +214,8 @@ OPTIONS:
                             (UDP with mmsg). Cuts generator and server CPU per
                             operation at the price of bursts of rate·U requests
   --warmup-timeout S        refresh warm-up bound (60)
+  --series-ms MS            with --json: latency p50/p99/max per MS-long interval
+                            of flow start times (JSON field series)
   --json                    one JSON object on stdout instead of the table
   --quiet                   no per-second progress line on stderr
   --allow-non-loopback      permit a target outside 127.0.0.0/8 and ::1
@@ -300,6 +311,7 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, CliError
             "--realm" => c.realm = value()?,
             "--domain" => c.domain = value()?,
             "--expires" => c.expires = parse_num(&flag, &value()?)?,
+            "--expires-until" => c.expires_until = Some(parse_secs(&flag, &value()?)?),
             "--rate" => rate = Some(parse_num::<f64>(&flag, &value()?)?),
             "--window" => window = Some(parse_num::<usize>(&flag, &value()?)?),
             "--duration" => {
@@ -324,6 +336,10 @@ pub fn parse<I: IntoIterator<Item = String>>(args: I) -> Result<Config, CliError
             }
             "--tick-us" => c.tick = Duration::from_micros(parse_num(&flag, &value()?)?),
             "--warmup-timeout" => c.warmup_timeout = parse_secs(&flag, &value()?)?,
+            "--series-ms" => {
+                let ms: u64 = parse_num(&flag, &value()?)?;
+                c.series = (ms > 0).then(|| Duration::from_millis(ms));
+            }
             "--json" => c.json = true,
             "--quiet" => c.quiet = true,
             "--allow-non-loopback" => c.allow_non_loopback = true,
@@ -430,6 +446,12 @@ mod tests {
         assert_eq!(c.transport, Transport::Tcp);
         assert!(c.json && !c.mmsg);
         assert_eq!(c.domain, "127.0.0.1");
+        assert_eq!(c.expires_until, None);
+        let c = parse(args("--target 127.0.0.1:1 --expires-until 1800000000.5")).unwrap();
+        assert_eq!(
+            c.expires_until,
+            Some(Duration::from_secs_f64(1_800_000_000.5))
+        );
     }
 
     #[test]

@@ -24,7 +24,7 @@ use crate::cli::{Config, Load, Scenario, Transport};
 use crate::flow::{Device, Kind, Leg, Outcome, Step};
 use crate::mmsg::{self, Datagram, RecvMeta, BATCH};
 use crate::msg::{parse_branch, Ctx, Users, Writer};
-use crate::stats::{progress_line, sum_live, LiveSlot, Report, Stats, Warmup};
+use crate::stats::{progress_line, sum_live, LiveSlot, Report, Series, Stats, Warmup};
 
 /// RFC 3261 §17.1.1.1 timer values.
 const T1: Duration = Duration::from_millis(500);
@@ -162,7 +162,8 @@ struct Phase {
 
 struct Worker<'a> {
     cfg: &'a Config,
-    ctx: &'a Ctx,
+    /// The worker's own copy: with `--expires-until` its `expires` counts down.
+    ctx: Ctx,
     tid: u32,
     threads: u32,
     devices: Vec<Device>,
@@ -430,6 +431,16 @@ fn open_io(cfg: &Config, k: usize) -> io::Result<Io> {
     }
 }
 
+/// The Expires that makes a binding registered at `now` end at `until` (Unix
+/// time): whole seconds rounded up, so every binding of a `--expires-until` run
+/// ends in the same second, `[until, until + 1 s)` on the registrar's clock
+/// (plus the request's transit). At least 1: 0 would unregister.
+pub fn expires_until(until: Duration, now: SystemTime) -> u32 {
+    let now = now.duration_since(UNIX_EPOCH).unwrap_or_default();
+    let left = until.saturating_sub(now).as_secs_f64().ceil();
+    (left as u32).max(1)
+}
+
 /// Thread `tid`'s share of `total` when split over `threads`.
 fn share(total: u64, tid: u64, threads: u64) -> u64 {
     total / threads + u64::from(tid < total % threads)
@@ -459,7 +470,7 @@ impl<'a> Worker<'a> {
         let idle = (0..devices.len() as u32).collect();
         Worker {
             cfg,
-            ctx,
+            ctx: ctx.clone(),
             tid,
             threads,
             devices,
@@ -523,6 +534,7 @@ impl<'a> Worker<'a> {
             self.live.publish(&self.stats);
         }
         barrier.wait();
+        self.stats.series = cfg.series.map(Series::new);
         let t0 = Instant::now();
         let load = match cfg.load {
             Load::Rate(r) => Load::Rate(r / f64::from(self.threads)),
@@ -650,6 +662,9 @@ impl<'a> Worker<'a> {
     /// Queues the request of device `l`'s current leg and, over UDP, arms its
     /// retransmission timer.
     fn send_leg(&mut self, l: u32, now: Instant, retransmission: bool) {
+        if let Some(until) = self.cfg.expires_until {
+            self.ctx.expires = expires_until(until, SystemTime::now());
+        }
         let dev = &self.devices[l as usize];
         let n = self.io.len();
         let sock = l as usize % n;
@@ -657,7 +672,7 @@ impl<'a> Worker<'a> {
             Io::Udp(socks) => {
                 let s = &mut socks[sock];
                 self.writer
-                    .write_request(&mut s.buf, self.ctx, dev, s.local);
+                    .write_request(&mut s.buf, &self.ctx, dev, s.local);
                 s.ends.push(s.buf.len());
                 let level = dev.pending.map_or(0, |p| usize::from(p.retrans));
                 // RFC 3261 §17.1.2.2 Timer E: T1, then doubling up to T2.
@@ -666,7 +681,7 @@ impl<'a> Worker<'a> {
             Io::Tcp(conns) => {
                 let c = &mut conns[sock];
                 self.writer
-                    .write_request(&mut c.out, self.ctx, dev, c.local);
+                    .write_request(&mut c.out, &self.ctx, dev, c.local);
             }
         }
         if retransmission {
@@ -782,7 +797,13 @@ impl<'a> Worker<'a> {
             }
             Step::Done(outcome) => {
                 match outcome {
-                    Outcome::Ok => self.stats.flow_ok(p.kind, p.waited + leg_latency),
+                    Outcome::Ok => {
+                        let latency = p.waited + leg_latency;
+                        self.stats.flow_ok(p.kind, latency);
+                        if let Some(series) = self.stats.series.as_mut() {
+                            series.record(p.flow_start, latency);
+                        }
+                    }
                     Outcome::Failed(f) => self.stats.flow_failed(f),
                 }
                 self.outstanding -= 1;
@@ -1045,6 +1066,19 @@ fn flush_udp(s: &mut UdpTx, use_mmsg: bool) -> u64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn expires_until_counts_down_to_one_second() {
+        let t = |s: f64| UNIX_EPOCH + Duration::from_secs_f64(s);
+        let until = Duration::from_secs(1_000_060);
+        assert_eq!(expires_until(until, t(1_000_000.0)), 60);
+        // rounded up: the binding ends in [until, until + 1 s)
+        assert_eq!(expires_until(until, t(1_000_000.2)), 60);
+        assert_eq!(expires_until(until, t(1_000_000.9)), 60);
+        assert_eq!(expires_until(until, t(1_000_001.0)), 59);
+        // past the deadline: 1, never 0 (which would unregister)
+        assert_eq!(expires_until(until, t(1_000_100.0)), 1);
+    }
 
     #[test]
     fn timers_fire_in_deadline_order_per_level() {

@@ -305,8 +305,10 @@ impl Device {
         } else {
             HeaderId::WwwAuthenticate
         };
-        // RFC 3261 §22.4: a server may offer several challenges; use the first
-        // Digest one whose algorithm is MD5.
+        // RFC 3261 §22.4: a server may offer several challenges; RFC 8760
+        // §2.4: answer the first one we support. The load generator speaks
+        // MD5 only (its htdigest credentials hold MD5 HA1s), so it skips
+        // sipreg's SHA-256 challenge for the MD5 one, which shares its nonce.
         let header = msg
             .all(id)
             .filter_map(|h| AuthHeader::parse(h.value).ok())
@@ -437,6 +439,19 @@ mod tests {
         assert!(m.value(HeaderId::Authorization).is_none());
 
         let ch = challenge_response(&auth, t, false);
+        // sipreg offers SHA-256 first; the MD5 challenge after it is answered.
+        let algs: Vec<_> = scan(&ch)
+            .unwrap()
+            .all(HeaderId::WwwAuthenticate)
+            .map(|h| {
+                AuthHeader::parse(h.value)
+                    .unwrap()
+                    .param(b"algorithm")
+                    .unwrap()
+                    .to_vec()
+            })
+            .collect();
+        assert_eq!(algs, [&b"SHA-256"[..], b"MD5"]);
         let step = d.on_final(401, &scan(&ch).unwrap(), &c.users, now);
         assert_eq!(step, Step::Next(Leg::Auth));
         let second = build(&mut w, &c, &d);

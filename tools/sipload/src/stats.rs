@@ -4,7 +4,8 @@
 
 use std::fmt::Write as _;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::time::Duration;
+use std::sync::OnceLock;
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use hdrhistogram::Histogram;
 use serde_json::{json, Map, Value};
@@ -56,6 +57,87 @@ pub struct Stats {
     pub skipped_starts: u64,
     /// Refreshes that fell back to a new challenge.
     pub rechallenges: u64,
+    /// Latency over time (`--series-ms`), when asked for.
+    pub series: Option<Series>,
+}
+
+/// One process-wide origin for [`Series`], so every worker's intervals line up:
+/// the `Instant` and the Unix time it stands for.
+fn series_origin() -> (Instant, f64) {
+    static ORIGIN: OnceLock<(Instant, f64)> = OnceLock::new();
+    *ORIGIN.get_or_init(|| {
+        let unix = SystemTime::now()
+            .duration_since(UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        (Instant::now(), unix)
+    })
+}
+
+/// Flow latency per interval of the flows' start times (`--series-ms`): shows
+/// how latency moved during a run, e.g. while the server expired a million
+/// bindings (perf/expiry.sh). Two significant digits per interval.
+#[derive(Debug, Clone)]
+pub struct Series {
+    step: Duration,
+    bins: Vec<Histogram<u64>>,
+}
+
+impl Series {
+    pub fn new(step: Duration) -> Self {
+        series_origin();
+        Series {
+            step: step.max(Duration::from_millis(1)),
+            bins: Vec::new(),
+        }
+    }
+
+    /// Records a flow that started at `start` and waited `latency`.
+    pub fn record(&mut self, start: Instant, latency: Duration) {
+        let since = start.saturating_duration_since(series_origin().0);
+        let i = (since.as_nanos() / self.step.as_nanos()) as usize;
+        if self.bins.len() <= i {
+            self.bins.resize_with(i + 1, || {
+                Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
+                    .expect("static histogram bounds are valid")
+            });
+        }
+        record(&mut self.bins[i], latency);
+    }
+
+    fn merge(&mut self, o: &Series) {
+        if self.bins.len() < o.bins.len() {
+            self.bins.resize_with(o.bins.len(), || {
+                Histogram::new_with_bounds(1, MAX_LATENCY_US, 2)
+                    .expect("static histogram bounds are valid")
+            });
+        }
+        for (a, b) in self.bins.iter_mut().zip(&o.bins) {
+            let _ = a.add(b);
+        }
+    }
+
+    /// `{"step_ms", "origin_unix", "bins": [{"t": Unix start of the interval,
+    /// "count", "p50", "p99", "max"}]}`, empty intervals left out.
+    pub fn to_json(&self) -> Value {
+        let origin = series_origin().1;
+        let bins: Vec<Value> = self
+            .bins
+            .iter()
+            .enumerate()
+            .filter(|(_, h)| !h.is_empty())
+            .map(|(i, h)| {
+                json!({
+                    "t": round3(origin + i as f64 * self.step.as_secs_f64()),
+                    "count": h.len(),
+                    "p50": h.value_at_quantile(0.5),
+                    "p99": h.value_at_quantile(0.99),
+                    "max": h.max(),
+                })
+            })
+            .collect();
+        json!({"step_ms": self.step.as_millis() as u64, "origin_unix": round3(origin), "bins": bins})
+    }
 }
 
 impl Default for Stats {
@@ -77,6 +159,7 @@ impl Default for Stats {
             duplicates: 0,
             skipped_starts: 0,
             rechallenges: 0,
+            series: None,
         }
     }
 }
@@ -158,6 +241,11 @@ impl Stats {
         self.duplicates += o.duplicates;
         self.skipped_starts += o.skipped_starts;
         self.rechallenges += o.rechallenges;
+        match (&mut self.series, &o.series) {
+            (Some(a), Some(b)) => a.merge(b),
+            (None, Some(b)) => self.series = Some(b.clone()),
+            _ => {}
+        }
     }
 }
 
@@ -367,6 +455,9 @@ impl Report {
             "client_cpu_s": round3(self.client_cpu_s),
             "client_cpu_us_per_flow": round3(self.cpu_us_per_flow()),
         });
+        if let (Some(series), Some(obj)) = (&s.series, v.as_object_mut()) {
+            obj.insert("series".into(), series.to_json());
+        }
         if let (Some(w), Some(obj)) = (self.warmup, v.as_object_mut()) {
             obj.insert(
                 "warmup".into(),
@@ -489,6 +580,37 @@ mod tests {
         assert!(near(p.p999, 999), "{p:?}");
         assert!(near(p.max, 1000), "{p:?}");
         assert_eq!(Percentiles::of(&histogram()), Percentiles::default());
+    }
+
+    #[test]
+    fn series_bins_by_start_time_and_merges() {
+        let step = Duration::from_millis(100);
+        let (origin, unix) = series_origin();
+        let mut a = Series::new(step);
+        let mut b = Series::new(step);
+        a.record(
+            origin + Duration::from_millis(50),
+            Duration::from_micros(100),
+        );
+        a.record(
+            origin + Duration::from_millis(250),
+            Duration::from_micros(300),
+        );
+        b.record(
+            origin + Duration::from_millis(260),
+            Duration::from_micros(5000),
+        );
+        a.merge(&b);
+        let v = a.to_json();
+        assert_eq!(v["step_ms"], 100);
+        let bins = v["bins"].as_array().unwrap();
+        // interval 1 (100–200 ms) is empty and left out
+        assert_eq!(bins.len(), 2, "{v:#}");
+        assert_eq!(bins[0]["count"], 1);
+        assert_eq!(bins[1]["count"], 2);
+        assert!((bins[1]["t"].as_f64().unwrap() - (unix + 0.2)).abs() < 0.01);
+        let max = bins[1]["max"].as_u64().unwrap();
+        assert!((4950..=5050).contains(&max), "{max}");
     }
 
     #[test]

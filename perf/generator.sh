@@ -1,0 +1,120 @@
+#!/usr/bin/env bash
+# perf/generator.sh — the load generator's own CPU per digest registration:
+# sipload against sipp (issue 5: sipload ≤ 1/3 of sipp's).
+#
+# One sipreg (one worker, core SERVER_CPU, --password), the generators on core
+# CLIENT_CPU, in one run:
+#   1. sipp (tests/sipp/register_digest.xml, one user per call, -r SIPP_RATE
+#      -l SIPP_LIMIT: flat out, as perf/compare.sh runs it): its rate R and its
+#      CPU per successful call (rusage of the sipp process);
+#   2. sipload `register` open loop at R (the rate sipp reached), DURATION s;
+#   3. the same with --batch-us BATCH_US;
+#   4. sipload `register` closed loop (WINDOW) at its maximum, MAX_DURATION s.
+# Generator µs CPU/op = its user+system CPU / completed digest registrations
+# (REGISTER → 401 → REGISTER → 200, the same exchange for both tools); the
+# server's CPU per op is shown beside it. Uses lib.sh's measure.
+#
+# Environment (defaults):
+#   SIPP_CALLS=100000 SIPP_RATE=100000 SIPP_LIMIT=100 SIPP_ARGS="" DURATION=10
+#   BATCH_US=200 WINDOW=256 MAX_DURATION=5 SERVER_CPU=0 CLIENT_CPU=1
+#   QUIET_MAX=15 QUIET_WAIT=10 BIN=target/release OUT=perf/out/generator-YYYYmmdd-HHMMSS
+set -euo pipefail
+# shellcheck source=perf/lib.sh
+source "$(dirname "$0")/lib.sh"
+cd "$PERF_ROOT"
+
+SIPP_CALLS=${SIPP_CALLS:-100000}
+SIPP_RATE=${SIPP_RATE:-100000}
+SIPP_LIMIT=${SIPP_LIMIT:-100}
+SIPP_ARGS=${SIPP_ARGS:-}
+DURATION=${DURATION:-10}
+BATCH_US=${BATCH_US:-200}
+WINDOW=${WINDOW:-256}
+MAX_DURATION=${MAX_DURATION:-5}
+OUT=${OUT:-$PERF_ROOT/perf/out/generator-$(date +%Y%m%d-%H%M%S)}
+RESULTS=$OUT/results.jsonl
+
+trap perf_cleanup EXIT
+trap 'log "interrupted"; exit 130' INT TERM
+
+(($(nproc) >= 2)) || die "needs 2 cores"
+command -v sipp >/dev/null || die "sipp not installed (apt-get install sip-tester)"
+if [[ ! -x $BIN/sipreg || ! -x $BIN/sipload ]]; then
+    log "building sipreg and sipload (release)"
+    timeout 1200 cargo build --release -p sipreg -p sipload >&2 || die "cargo build failed"
+fi
+mkdir -p "$OUT/json" "$OUT/logs" "$OUT/bin"
+: >"$RESULTS"
+cp "$BIN/sipreg" "$BIN/sipload" "$OUT/bin/"
+BIN=$OUT/bin
+{
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(git -C "$PERF_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$PERF_ROOT" diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores; kernel $(uname -r)"
+    echo "sipp: $({ sipp -v 2>/dev/null || true; } | grep -m1 -o 'v[0-9][0-9.]*') -r $SIPP_RATE -l $SIPP_LIMIT, $SIPP_CALLS calls $SIPP_ARGS"
+    echo "settings: DURATION=$DURATION BATCH_US=$BATCH_US WINDOW=$WINDOW MAX_DURATION=$MAX_DURATION; sipreg 1 worker core $SERVER_CPU, generators core $CLIENT_CPU"
+} >"$OUT/env.txt"
+cat "$OUT/env.txt" >&2
+
+meta() { # generator phase load rate
+    printf '{"server":"sipreg","scenario":"register","generator":"%s","phase":"%s","load":"%s","offered_rate":%s}' \
+        "$1" "$2" "$3" "${4:-null}"
+}
+
+start_sipreg "$OUT/logs/sipreg.log"
+log "sipreg pid $SRV_PID on $SRV_ADDR"
+
+# 1. sipp at its own ceiling
+users=$OUT/sipp-users.csv
+awk -v n="$SIPP_CALLS" 'BEGIN { print "SEQUENTIAL";
+    for (i = 1; i <= n; i++) printf "sipp%07d;secret;[authentication username=sipp%07d password=secret]\n", i, i }' >"$users"
+sipp_timeout=$((SIPP_CALLS / 2000 + 60))
+MEASURE_TIMEOUT=$((sipp_timeout + 30))
+# shellcheck disable=SC2086
+measure sipp "$OUT/json/sipp.stat.csv" "$(meta sipp sipp "sipp -r $SIPP_RATE -l $SIPP_LIMIT" "$SIPP_RATE")" \
+    -- sipp "$SRV_ADDR" -sf "$PERF_ROOT/tests/sipp/register_digest.xml" -inf "$users" \
+    -key ctransport udp -t u1 -i 127.0.0.1 -bind_local \
+    -m "$SIPP_CALLS" -r "$SIPP_RATE" -l "$SIPP_LIMIT" \
+    -timeout "${sipp_timeout}s" -timeout_error -recv_timeout 5s \
+    -default_behaviors all,-bye -nostdin \
+    -trace_stat -stf "$OUT/json/sipp.stat.csv" -fd 1 \
+    -trace_err -error_file "$OUT/logs/sipp-errors.log" $SIPP_ARGS
+rate=$(python3 -c 'import json,sys; print(int([json.loads(l) for l in open(sys.argv[1])][-1]["achieved_rate"]))' "$RESULTS")
+((rate > 0)) || die "sipp completed no call"
+devices=$((rate * DURATION > 300000 ? 300000 : rate * DURATION + 1000))
+
+# 2.–4. sipload: at sipp's rate, batched, and at its maximum
+MEASURE_TIMEOUT=$((DURATION + 120))
+sipload_args=(--target "$SRV_ADDR" --scenario register --user-prefix gen --devices "$devices"
+    --password secret --realm sipreg --json --quiet)
+measure sipload "$OUT/json/sipload-rate.json" "$(meta sipload "open loop at sipp's rate" "rate $rate/s" "$rate")" \
+    -- "$BIN/sipload" "${sipload_args[@]}" --rate "$rate" --duration "$DURATION"
+measure sipload "$OUT/json/sipload-batch.json" "$(meta sipload "open loop, --batch-us $BATCH_US" "rate $rate/s" "$rate")" \
+    -- "$BIN/sipload" "${sipload_args[@]}" --rate "$rate" --duration "$DURATION" --batch-us "$BATCH_US"
+measure sipload "$OUT/json/sipload-max.json" "$(meta sipload "closed loop maximum" "window $WINDOW")" \
+    -- "$BIN/sipload" "${sipload_args[@]}" --window "$WINDOW" --duration "$MAX_DURATION"
+stop_server
+
+python3 - "$RESULTS" "$OUT/env.txt" >"$OUT/table.md" <<'PY'
+import json, sys
+recs = [json.loads(l) for l in open(sys.argv[1]) if l.strip()]
+env = open(sys.argv[2]).read().strip().splitlines()
+print("## Generator cost: sipload vs sipp, digest registrations against sipreg\n")
+for l in env:
+    print(f"- {l}")
+f = lambda v, d=1: "–" if v is None else (f"{v:,.{d}f}" if isinstance(v, float) else f"{v:,}")
+sipp = next((r for r in recs if r["generator"] == "sipp"), {})
+base = sipp.get("generator_cpu_us_per_op")
+print("\n| generator | run | achieved/s | completed | failed/errors | **generator µs CPU/op** | generator CPU % | / sipp's | server µs CPU/op | p50 µs | p99 µs | other procs % |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+for r in recs:
+    g = r.get("generator_cpu_us_per_op")
+    ratio = f"**{g / base:.2f}**" if g and base and r is not sipp else "1"
+    print(f"| {r['generator']} | {r['phase']} | {f(r.get('achieved_rate'), 0)} | {f(r.get('completed'))} | {f(r.get('errors'))} | "
+          f"**{f(g, 2)}** | {f(r.get('generator_cpu_pct'))} | {ratio} | {f(r.get('server_cpu_us_per_op'), 2)} | "
+          f"{f(r.get('p50_us'))} | {f(r.get('p99_us'))} | {f(r.get('other_cpu_pct'))} |")
+print("\nOne operation = one digest registration (REGISTER → 401 → REGISTER with Authorization → 200). "
+      "Target (issue 5): sipload ≤ 1/3 of sipp's CPU per registration.")
+PY
+cat "$OUT/table.md"
+log "raw JSON, logs and table.md in $OUT"
