@@ -382,12 +382,13 @@ while ((tick < LOAD_END)); do
     fi
 
     if ((!restarted && now_s >= RESTART_AT)); then
-        metrics_to "$OUT/phase1.metrics" || true
         rss_sample
-        log "restart: SIGTERM to sipreg $SRV_PID at t=$(t)"
-        event sigterm "$SRV_PID"
+        # the first process's counters, as late as possible before it stops
+        metrics_to "$OUT/phase1.metrics" || true
         stop_t0=$(now_us)
         kill -TERM "$SRV_PID"
+        event sigterm "$SRV_PID"
+        log "restart: SIGTERM to sipreg $SRV_PID at t=$(t)"
         for ((i = 0; i < 300; i++)); do
             [[ $(awk '{print $3}' "/proc/$SRV_PID/stat" 2>/dev/null || echo X) =~ ^[ZX]$ ]] && break
             sleep 0.1

@@ -16,6 +16,9 @@ Checks:
   * table: exactly the A devices and the cameras, each with a binding; every camera
     online with CHANNELS channels and a complete catalog; no B device (expired), no
     C device (unregistered); sampled B rounds gone on time; /metrics gauges agree;
+    no more bindings added than the clients created (a lost binding re-created
+    by a refresh), no more expiries than B registrations, no more removals than
+    C unregistrations;
   * server: no parse error, no auth failure or lockout, no 5xx, no failed save, no
     UDP send error, no dropped worker command, no panic or ERROR in its logs;
   * RSS: in each half, the highest sample of the last churn period is within
@@ -275,6 +278,23 @@ if cat_ok != len(cat):
         codes[a_[1]] = codes.get(a_[1], 0) + 1
     fail(f"catalog requests through the API: {cat_ok} of {len(cat)} accepted ({codes})")
 
+# Every binding ever added is one the clients created: A's warm-up, the cameras'
+# first REGISTER, every B and C registration. More means a binding was lost and
+# created again (e.g. by a refresh after a restart that dropped it); more
+# expirations than B registrations means something else expired; more removals
+# than C unregistrations, something else was removed. (Fewer can only be the
+# last moment of the first process, read just before SIGTERM.)
+added, expired = total("sipreg_bindings_added_total"), total("sipreg_expirations_total")
+removed = total("sipreg_bindings_removed_total")
+want_added = A_DEVICES + CAMERAS + bt["completed"] + crt["completed"]
+if added > want_added:
+    fail(f"sipreg added {added} bindings, {added - want_added} more than the clients created "
+         f"({want_added}): bindings were lost and registered again")
+if expired > bt["completed"]:
+    fail(f"{expired} bindings expired, more than the {bt['completed']} B registrations")
+if removed > cut["completed"]:
+    fail(f"{removed} bindings removed, more than the {cut['completed']} C unregistrations")
+
 # ---- the table --------------------------------------------------------------
 def get(path):
     try:
@@ -452,10 +472,10 @@ p(f"| SIP requests served | {fmt(sum(requests.values()))} "
   f"({', '.join(f'{label(k)} {fmt(v)}' for k, v in requests.items() if v)}) |")
 p(f"| responses | {', '.join(f'{label(k)} {fmt(v)}' for k, v in responses.items() if v)}; "
   f"by code {', '.join(f'{label(k)} {fmt(v)}' for k, v in codes.items())} |")
-p(f"| bindings added / refreshed / removed | {fmt(total('sipreg_bindings_added_total'))} / "
-  f"{fmt(total('sipreg_bindings_refreshed_total'))} / {fmt(total('sipreg_bindings_removed_total'))} |")
-p(f"| expirations | {fmt(total('sipreg_expirations_total'))} "
-  f"(B registered {fmt(bt['completed'])}) |")
+p(f"| bindings added / refreshed / removed | {fmt(added)} (clients created {fmt(want_added)}) / "
+  f"{fmt(total('sipreg_bindings_refreshed_total'))} / {fmt(removed)} (C unregistered "
+  f"{fmt(cut['completed'])}) |")
+p(f"| expirations | {fmt(expired)} (B registered {fmt(bt['completed'])}) |")
 p(f"| A: {fmt(A_DEVICES)} devices, refresh | {fmt(a.get('completed', 0))} of {fmt(a.get('sent', 0))} refreshes at "
   f"{a.get('rate_per_s', 0):.0f}/s after warm-up of {fmt((a.get('warmup') or {}).get('registered', 0))} "
   f"in {(a.get('warmup') or {}).get('seconds', 0):.1f} s; rechallenges {fmt(a.get('rechallenges', 0))}, "

@@ -564,7 +564,7 @@ impl<'a> DeviceView<'a> {
                     .map(|t| t.saturating_sub(now_ms).div_ceil(1000)),
                 catalog: (&gb.catalog).into(),
                 channels: gb.channels.iter().map(ChannelView::from).collect(),
-                info: gb.info.as_ref().map(InfoView::from),
+                info: gb.info.as_deref().map(InfoView::from),
             },
         }
     }

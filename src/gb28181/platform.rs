@@ -154,7 +154,7 @@ impl Platform {
             Manscdp::DeviceInfo { info, .. } => {
                 self.registry.modify(aor, |d| {
                     if !d.bindings.is_empty() || d.gb.known {
-                        d.gb.info = Some(info);
+                        d.gb.info = Some(Box::new(info));
                     }
                 });
                 reply(out, 200, "OK")

@@ -445,12 +445,12 @@ fn gb_state(r: &mut Reader<'_>, clock: Clock) -> Result<GbState, FormatError> {
     }
     let info = match r.u8()? {
         0 => None,
-        1 => Some(DeviceInfo {
+        1 => Some(Box::new(DeviceInfo {
             manufacturer: r.string()?,
             model: r.string()?,
             firmware: r.string()?,
             channels: r.opt(Reader::u32)?,
-        }),
+        })),
         _ => return Err(FormatError::Corrupt("option flag")),
     };
     Ok(GbState {
@@ -611,11 +611,11 @@ mod tests {
                 longitude: Some(116.4),
                 ..Channel::default()
             }],
-            info: Some(DeviceInfo {
+            info: Some(Box::new(DeviceInfo {
                 manufacturer: "Hikvision".into(),
                 channels: Some(1),
                 ..DeviceInfo::default()
-            }),
+            })),
             ..GbState::default()
         }
     }

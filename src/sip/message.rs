@@ -401,7 +401,7 @@ fn scan_inner(buf: &[u8], mode: Mode) -> Result<Message<'_>, ScanError> {
     msg.body = match msg.value(HeaderId::ContentLength) {
         Some(v) => {
             let len = parse_content_length(v)?;
-            after.get(..len).ok_or(ScanError::BodyTooShort)?
+            after.get(..len).ok_or_else(|| short_body(pos + len))?
         }
         None => after,
     };
@@ -441,28 +441,41 @@ fn validate(msg: &mut Message<'_>) -> Result<(), ScanError> {
     Ok(())
 }
 
+/// A body shorter than its Content-Length: 400 for a datagram cut short (RFC
+/// 3261 §18.3), but 513 when the announced message (`head_len` + Content-Length)
+/// exceeds the size limit whatever arrived, as on a stream whose peer sent only
+/// the head of an oversized message.
+#[cold]
+fn short_body(announced: usize) -> ScanError {
+    if announced > MAX_UDP_MESSAGE {
+        ScanError::MessageTooLarge
+    } else {
+        ScanError::BodyTooShort
+    }
+}
+
 /// Content-Length: `1*DIGIT` (RFC 3261 §20.14), leading zeros allowed, no sign.
 /// A well-formed value above the message size limit is [`ScanError::MessageTooLarge`]
 /// (answered 513): such a body could never be honoured and would let a peer pin
 /// a stream buffer. Anything else that is not digits is
-/// [`ScanError::BadContentLength`]. Never overflows, however many digits.
+/// [`ScanError::BadContentLength`].
 pub(crate) fn parse_content_length(v: &[u8]) -> Result<usize, ScanError> {
     let v = bytes::trim(v);
-    if v.is_empty() {
-        return Err(ScanError::BadContentLength);
+    match bytes::parse_u32_lenient(v) {
+        Some(n) if n as usize <= MAX_UDP_MESSAGE => Ok(n as usize),
+        _ => Err(bad_content_length(v)),
     }
-    let mut n = 0usize;
-    for &c in v {
-        if !c.is_ascii_digit() {
-            return Err(ScanError::BadContentLength);
-        }
-        // Saturates instead of overflowing on absurd digit strings.
-        n = (n * 10 + usize::from(c - b'0')).min(MAX_UDP_MESSAGE + 1);
+}
+
+/// Why a Content-Length value was refused: digits only (however many, so an
+/// overflowing value lands here too) mean too large, anything else malformed.
+#[cold]
+fn bad_content_length(v: &[u8]) -> ScanError {
+    if !v.is_empty() && v.iter().all(u8::is_ascii_digit) {
+        ScanError::MessageTooLarge
+    } else {
+        ScanError::BadContentLength
     }
-    if n > MAX_UDP_MESSAGE {
-        return Err(ScanError::MessageTooLarge);
-    }
-    Ok(n)
 }
 
 /// Returns the start line and the offset just past its line end.

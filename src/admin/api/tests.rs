@@ -107,12 +107,12 @@ fn add_camera(state: &AdminState) {
             sn: 5,
             at_unix: 1_700_000_100,
         };
-        d.gb.info = Some(DeviceInfo {
+        d.gb.info = Some(Box::new(DeviceInfo {
             manufacturer: "Hikvision".into(),
             model: "DS-2CD".into(),
             firmware: "V5.5".into(),
             channels: Some(2),
-        });
+        }));
     });
 }
 
