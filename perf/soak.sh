@@ -225,6 +225,95 @@ stamp_lines() {
     done >"$1"
 }
 
+# restart_sipreg: SIGTERM (sipreg saves its state), wait for the exit (SIGKILL
+# after 30 s, recorded), start it again on the same ports and state file.
+restart_sipreg() {
+    local stop_t0 i rc=0 stop_ms gap_ms restored
+    rss_sample
+    # the first process's counters, as late as possible before it stops
+    metrics_to "$OUT/phase1.metrics" || true
+    stop_t0=$(now_us)
+    kill -TERM "$SRV_PID"
+    event sigterm "$SRV_PID"
+    log "restart: SIGTERM to sipreg $SRV_PID at t=$(t)"
+    for ((i = 0; i < 300; i++)); do
+        [[ $(awk '{print $3}' "/proc/$SRV_PID/stat" 2>/dev/null || echo X) =~ ^[ZX]$ ]] && break
+        sleep 0.1
+    done
+    if ((i == 300)); then
+        event sigkill "$SRV_PID"
+        log "sipreg did not exit within 30 s of SIGTERM: SIGKILL"
+        kill -KILL "$SRV_PID" 2>/dev/null || true
+    fi
+    wait "$SRV_PID" || rc=$?
+    stop_ms=$((($(now_us) - stop_t0) / 1000))
+    event exited "$SRV_PID" "$rc" "$stop_ms"
+    PHASE=2
+    start_sipreg_soak 2
+    gap_ms=$((($(now_us) - stop_t0) / 1000))
+    restored=$(grep -m1 -o 'state restored from .*' "$SRV_LOG" || true)
+    event restarted "$SRV_PID" "$gap_ms" "$restored"
+    log "restart: exit code $rc after ${stop_ms} ms; serving again after ${gap_ms} ms: ${restored:-NO 'state restored' LINE}"
+}
+
+# b_check_due NOW_S: on-time expiry — a sample of each B round must be gone
+# (404) a few seconds after its Expires (the round straddling the restart expires
+# on the restored timers).
+b_check_due() {
+    local due p name present=0 sampled=0 idx code
+    ((${#B_CHECK[@]})) || return 0
+    read -r due p name <<<"${B_CHECK[0]}"
+    (($1 >= due)) || return 0
+    B_CHECK=("${B_CHECK[@]:1}")
+    # 20 spread over the round, and its last one
+    for idx in $(seq 0 $(((B_DEVICES + 19) / 20)) $((B_DEVICES - 1))) $((B_DEVICES - 1)); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+            "http://$HTTP/api/devices/$p$(printf '%08d' "$idx")@127.0.0.1" || true)
+        sampled=$((sampled + 1))
+        [[ $code == 404 ]] || present=$((present + 1))
+    done
+    event bcheck "$name" "$sampled" "$present"
+    ((present == 0)) || log "warning: $present of $sampled sampled $name bindings still there ${B_EXPIRES}+ s after they were registered"
+}
+
+# sample_present KIND PREFIX FIRST COUNT SUFFIX: right after the restart (before
+# refreshes could heal anything), GET a sample of ids PREFIX + index + SUFFIX
+# (indices FIRST..FIRST+COUNT-1, 10 spread over them); logs an event with how
+# many are present.
+sample_present() {
+    local kind=$1 p=$2 first=$3 count=$4 suffix=$5 width=8 idx code sampled=0 present=0
+    [[ $kind == G ]] && width=$((20 - ${#p}))
+    for idx in $(seq "$first" $(((count + 9) / 10)) $((first + count - 1))); do
+        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
+            "http://$HTTP/api/devices/$p$(printf '%0*d' "$width" "$idx")$suffix" || true)
+        sampled=$((sampled + 1))
+        [[ $code == 200 ]] && present=$((present + 1))
+    done
+    event restore_sample "$kind" "$p" "$sampled" "$present"
+    ((present == sampled)) || log "warning: after the restart only $present of $sampled sampled $kind devices ($p…) are there"
+}
+
+# restore_samples NOW_S: samples of every population that must be in the table
+# right after the restart: A, the cameras, B rounds registered and not yet
+# expiring, C rounds registered and not yet unregistered.
+restore_samples() {
+    local now=$1 e due p name start
+    sample_present A "$A_PREFIX" 0 "$A_DEVICES" @127.0.0.1
+    sample_present G "$GB_PREFIX" 1 "$CAMERAS" ""
+    for e in "${B_CHECK[@]}"; do
+        read -r due p name <<<"$e"
+        start=$((due - B_LEN - B_EXPIRES - 6))
+        ((start + B_LEN + 1 < now && start + B_EXPIRES > now + 3)) &&
+            sample_present B "$p" 0 "$B_DEVICES" @127.0.0.1
+    done
+    for e in "${C_UNREG[@]}"; do
+        read -r due p name <<<"$e"
+        kill -0 "${ROUND_PID[$name]}" 2>/dev/null ||
+            sample_present C "$p" 0 "$C_DEVICES" @127.0.0.1
+    done
+    return 0
+}
+
 # A schedule anchored on the restart, so that one round always straddles it:
 # first_slot ANCHOR PERIOD FIRST → the earliest ANCHOR + k·PERIOD ≥ FIRST.
 first_slot() {
@@ -301,64 +390,6 @@ gen gbsim "$BIN/gbsim" --server "$SIP" --devices "$CAMERAS" --id-prefix "$GB_PRE
     --expires "$G_EXPIRES" --keepalive-interval "$G_KEEPALIVE" --channels "$CHANNELS" \
     --catalog-split 8 --ramp 10 --duration "$g_dur" --json
 
-# b_check_due NOW_S: on-time expiry — a sample of each B round must be gone
-# (404) a few seconds after its Expires (the round straddling the restart expires
-# on the restored timers).
-b_check_due() {
-    local due p name present=0 sampled=0 idx code
-    ((${#B_CHECK[@]})) || return 0
-    read -r due p name <<<"${B_CHECK[0]}"
-    (($1 >= due)) || return 0
-    B_CHECK=("${B_CHECK[@]:1}")
-    # 20 spread over the round, and its last one
-    for idx in $(seq 0 $(((B_DEVICES + 19) / 20)) $((B_DEVICES - 1))) $((B_DEVICES - 1)); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
-            "http://$HTTP/api/devices/$p$(printf '%08d' "$idx")@127.0.0.1" || true)
-        sampled=$((sampled + 1))
-        [[ $code == 404 ]] || present=$((present + 1))
-    done
-    event bcheck "$name" "$sampled" "$present"
-    ((present == 0)) || log "warning: $present of $sampled sampled $name bindings still there ${B_EXPIRES}+ s after they were registered"
-}
-
-# sample_present KIND PREFIX FIRST COUNT SUFFIX: right after the restart (before
-# refreshes could heal anything), GET a sample of ids PREFIX + index + SUFFIX
-# (indices FIRST..FIRST+COUNT-1, 10 spread over them); logs an event with how
-# many are present.
-sample_present() {
-    local kind=$1 p=$2 first=$3 count=$4 suffix=$5 width=8 idx code sampled=0 present=0
-    [[ $kind == G ]] && width=$((20 - ${#p}))
-    for idx in $(seq "$first" $(((count + 9) / 10)) $((first + count - 1))); do
-        code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 \
-            "http://$HTTP/api/devices/$p$(printf '%0*d' "$width" "$idx")$suffix" || true)
-        sampled=$((sampled + 1))
-        [[ $code == 200 ]] && present=$((present + 1))
-    done
-    event restore_sample "$kind" "$p" "$sampled" "$present"
-    ((present == sampled)) || log "warning: after the restart only $present of $sampled sampled $kind devices ($p…) are there"
-}
-
-# restore_samples NOW_S: samples of every population that must be in the table
-# right after the restart: A, the cameras, B rounds registered and not yet
-# expiring, C rounds registered and not yet unregistered.
-restore_samples() {
-    local now=$1 e due p name start
-    sample_present A "$A_PREFIX" 0 "$A_DEVICES" @127.0.0.1
-    sample_present G "$GB_PREFIX" 1 "$CAMERAS" ""
-    for e in "${B_CHECK[@]}"; do
-        read -r due p name <<<"$e"
-        start=$((due - B_LEN - B_EXPIRES - 6))
-        ((start + B_LEN + 1 < now && start + B_EXPIRES > now + 3)) &&
-            sample_present B "$p" 0 "$B_DEVICES" @127.0.0.1
-    done
-    for e in "${C_UNREG[@]}"; do
-        read -r due p name <<<"$e"
-        kill -0 "${ROUND_PID[$name]}" 2>/dev/null ||
-            sample_present C "$p" 0 "$C_DEVICES" @127.0.0.1
-    done
-    return 0
-}
-
 # The main loop: one tick a second until LOAD_END.
 bi=0 ci=0 cat_next=$((CAT_PERIOD + 10)) rss_next=0 cat_idx=1
 restarted=0
@@ -382,32 +413,7 @@ while ((tick < LOAD_END)); do
     fi
 
     if ((!restarted && now_s >= RESTART_AT)); then
-        rss_sample
-        # the first process's counters, as late as possible before it stops
-        metrics_to "$OUT/phase1.metrics" || true
-        stop_t0=$(now_us)
-        kill -TERM "$SRV_PID"
-        event sigterm "$SRV_PID"
-        log "restart: SIGTERM to sipreg $SRV_PID at t=$(t)"
-        for ((i = 0; i < 300; i++)); do
-            [[ $(awk '{print $3}' "/proc/$SRV_PID/stat" 2>/dev/null || echo X) =~ ^[ZX]$ ]] && break
-            sleep 0.1
-        done
-        ((i < 300)) || {
-            event sigkill "$SRV_PID"
-            log "sipreg did not exit within 30 s of SIGTERM: SIGKILL"
-            kill -KILL "$SRV_PID" 2>/dev/null || true
-        }
-        rc=0
-        wait "$SRV_PID" || rc=$?
-        stop_ms=$((($(now_us) - stop_t0) / 1000))
-        event exited "$SRV_PID" "$rc" "$stop_ms"
-        PHASE=2
-        start_sipreg_soak 2
-        gap_ms=$((($(now_us) - stop_t0) / 1000))
-        restored=$(grep -m1 -o 'state restored from .*' "$SRV_LOG" || true)
-        event restarted "$SRV_PID" "$gap_ms" "$restored"
-        log "restart: exit code $rc after ${stop_ms} ms; serving again after ${gap_ms} ms: ${restored:-NO 'state restored' LINE}"
+        restart_sipreg
         restarted=1
         restore_samples "$now_s"
         rss_sample
@@ -453,7 +459,7 @@ while ((tick < LOAD_END)); do
         cat_next=$((cat_next + CAT_PERIOD))
         if ((now_s < RESTART_AT - 5 || now_s > RESTART_AT + 5)); then
             for ((i = 0; i < CAT_BATCH; i++)); do
-                id=$GB_PREFIX$(printf '%07d' "$cat_idx")
+                id=$GB_PREFIX$(printf '%0*d' $((20 - ${#GB_PREFIX})) "$cat_idx")
                 cat_idx=$((cat_idx % CAMERAS + 1))
                 code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 5 -X POST \
                     "http://$HTTP/api/devices/$id/catalog" || true)

@@ -196,6 +196,9 @@ else:
         fail(f"sipload A: {out_err} errors and {out_to} timeouts outside the restart window "
              f"(errors_detail {a.get('errors_detail')})")
 
+for _, a_ in ev("gen_killed"):
+    fail(f"generator {a_[0]} had not finished 60 s after the loads ended and was killed")
+
 # ---- B and C rounds ---------------------------------------------------------
 def rounds(pattern):
     rs = []

@@ -35,7 +35,7 @@ SIPLOAD=${SIPLOAD:-target/release/sipload}
 mkdir -p "$OUT"
 
 if [[ ! -x $SIPREG || ! -x $SIPLOAD ]]; then
-    cargo build --release --bin sipreg -p sipload
+    cargo build --release --bin sipreg && cargo build --release -p sipload
 fi
 
 server_pid=""
