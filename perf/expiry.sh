@@ -34,6 +34,8 @@
 #   QUIET_MAX=15 QUIET_WAIT=300   wait up to 300 s for other processes to use < 15 % of a core
 #   PERF=0           1: perf record sipreg (all threads, DWARF) from D−0.5 s for
 #                    PERF_S (3) seconds → OUT/expiry.perf.data + top functions
+#   TIMER_NICE=""    e.g. 10: renice sipreg's timer thread (an experiment: does a
+#                    lower-priority timer thread keep refresh latency down?)
 #   SERVER_CPU=0 CLIENT_CPU=1 BIN=target/release OUT=perf/out/expiry-YYYYmmdd-HHMMSS
 set -euo pipefail
 # shellcheck source=perf/lib.sh
@@ -54,6 +56,7 @@ SERIES_MS=${SERIES_MS:-100}
 SIPREG_ARGS=${SIPREG_ARGS:-}
 PERF=${PERF:-0}
 PERF_S=${PERF_S:-3}
+TIMER_NICE=${TIMER_NICE:-}
 OUT=${OUT:-$PERF_ROOT/perf/out/expiry-$(date +%Y%m%d-%H%M%S)}
 
 trap perf_cleanup EXIT
@@ -92,12 +95,21 @@ args=(--min-expires 1 --max-expires 7200 --default-expires 3600)
 # shellcheck disable=SC2206
 args+=($SIPREG_ARGS)
 start_sipreg "$OUT/logs/sipreg.log" "${args[@]}"
+timer_note=
+if [[ -n $TIMER_NICE ]]; then
+    # An experiment, not a server setting: lower the timer thread's priority, so
+    # that on a shared core the worker preempts a long expiry batch.
+    tid=$(grep -l '^sipreg-timer$' /proc/"$SRV_PID"/task/*/comm | head -1 | cut -d/ -f5)
+    [[ -n $tid ]] || die "no sipreg-timer thread in $SRV_PID"
+    renice -n "$TIMER_NICE" -p "$tid" >/dev/null
+    timer_note="; timer thread (tid $tid) reniced to $TIMER_NICE"
+fi
 D=$(python3 -c "import time; print(int(time.time()) + $LEAD)")
 {
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit: $(git -C "$PERF_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$PERF_ROOT" diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores; kernel $(uname -r); load average before: $(cut -d' ' -f1-3 /proc/loadavg)"
-    echo "sipreg: ${args[*]} (pid $SRV_PID, core $SERVER_CPU); generator and poller on core $CLIENT_CPU"
+    echo "sipreg: ${args[*]} (pid $SRV_PID, core $SERVER_CPU$timer_note); generator and poller on core $CLIENT_CPU"
     echo "settings: MASS=$MASS ($mass_scenario) REFRESH_DEVICES=$REFRESH_DEVICES REFRESH_RATE=$REFRESH_RATE/s ($refresh_scenario) BASE_S=$BASE_S PRE=$PRE POST=$POST LEAD=$LEAD POLL_MS=$POLL_MS"
     echo "deadline D: $D ($(date -u -d "@$D" +%H:%M:%SZ))"
 } >"$OUT/env.txt"
@@ -211,7 +223,7 @@ expirations=$(metric sipreg_expirations_total || echo "?")
 devices_after=$(devices_now)
 log "after: $devices_after devices, sipreg_expirations_total $expirations"
 if ((PERF)) && [[ -s $OUT/expiry.perf.data ]]; then
-    perf report -i "$OUT/expiry.perf.data" --no-children --sort comm,symbol --stdio 2>/dev/null |
+    perf report -i "$OUT/expiry.perf.data" --no-children --sort comm,symbol -g none --stdio 2>/dev/null |
         grep -v '^#' | grep -v '^$' | head -40 >"$OUT/top-self.txt" || true
     log "top functions by self time: $OUT/top-self.txt"
 fi

@@ -17,6 +17,8 @@
 # Environment (defaults):
 #   SCENARIOS="register register-noauth" WINDOW=256 MAX_DURATION=5 DURATION=10
 #   FRACTION=0.5 BATCH_US="" (e.g. 200) GEN_THREADS=1 SIPLOAD_ARGS=""
+#   REPEAT=1         runs of each kind (max, then each open loop), alternating;
+#                    the half rate comes from the highest maximum
 #   SIPREG_ARGS="" SERVER_CPU=0 CLIENT_CPU=1 QUIET_MAX=15 QUIET_WAIT=10
 #   BIN=target/release OUT=perf/out/halfmax-YYYYmmdd-HHMMSS
 set -euo pipefail
@@ -31,6 +33,7 @@ DURATION=${DURATION:-10}
 FRACTION=${FRACTION:-0.5}
 BATCH_US=${BATCH_US:-}
 GEN_THREADS=${GEN_THREADS:-1}
+REPEAT=${REPEAT:-1}
 SIPLOAD_ARGS=${SIPLOAD_ARGS:-}
 SIPREG_ARGS=${SIPREG_ARGS:-}
 OUT=${OUT:-$PERF_ROOT/perf/out/halfmax-$(date +%Y%m%d-%H%M%S)}
@@ -52,14 +55,14 @@ BIN=$OUT/bin
     echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
     echo "commit: $(git -C "$PERF_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$PERF_ROOT" diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores; kernel $(uname -r)"
-    echo "settings: SCENARIOS='$SCENARIOS' WINDOW=$WINDOW MAX_DURATION=$MAX_DURATION DURATION=$DURATION FRACTION=$FRACTION BATCH_US='$BATCH_US' GEN_THREADS=$GEN_THREADS SIPREG_ARGS='$SIPREG_ARGS' SIPLOAD_ARGS='$SIPLOAD_ARGS'"
+    echo "settings: SCENARIOS='$SCENARIOS' WINDOW=$WINDOW MAX_DURATION=$MAX_DURATION DURATION=$DURATION FRACTION=$FRACTION BATCH_US='$BATCH_US' REPEAT=$REPEAT GEN_THREADS=$GEN_THREADS SIPREG_ARGS='$SIPREG_ARGS' SIPLOAD_ARGS='$SIPLOAD_ARGS'"
     echo "pinning: sipreg (1 worker) core $SERVER_CPU, sipload core $CLIENT_CPU"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt" >&2
 
-meta() { # scenario phase load rate devices
-    printf '{"server":"sipreg","scenario":"%s","phase":"%s","load":"%s","offered_rate":%s,"devices":%s}' \
-        "$1" "$2" "$3" "${4:-null}" "$5"
+meta() { # scenario phase load rate devices run
+    printf '{"server":"sipreg","scenario":"%s","phase":"%s","load":"%s","offered_rate":%s,"devices":%s,"run":%s}' \
+        "$1" "$2" "$3" "${4:-null}" "$5" "$6"
 }
 
 for scenario in $SCENARIOS; do
@@ -76,26 +79,32 @@ for scenario in $SCENARIOS; do
     start_sipreg "$OUT/logs/$scenario.log" "${args[@]}"
     devices=50000
     MEASURE_TIMEOUT=$((MAX_DURATION + 120))
-    # shellcheck disable=SC2086
-    measure sipload "$OUT/json/$scenario-max.json" "$(meta "$scenario" max "window $WINDOW" null "$devices")" \
-        -- "$BIN/sipload" --target "$SRV_ADDR" --scenario "$scenario" --devices "$devices" \
-        --window "$WINDOW" --duration "$MAX_DURATION" --threads "$GEN_THREADS" \
-        --password secret --realm sipreg --json --quiet $SIPLOAD_ARGS
-    max=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["rate_per_s"])' "$OUT/json/$scenario-max.json")
+    max=0
+    for ((i = 1; i <= REPEAT; i++)); do
+        # shellcheck disable=SC2086
+        measure sipload "$OUT/json/$scenario-max-$i.json" "$(meta "$scenario" max "window $WINDOW" null "$devices" "$i")" \
+            -- "$BIN/sipload" --target "$SRV_ADDR" --scenario "$scenario" --devices "$devices" \
+            --window "$WINDOW" --duration "$MAX_DURATION" --threads "$GEN_THREADS" \
+            --password secret --realm sipreg --json --quiet $SIPLOAD_ARGS
+        max=$(python3 -c 'import json,sys; print(max(float(sys.argv[2]), json.load(open(sys.argv[1]))["rate_per_s"]))' \
+            "$OUT/json/$scenario-max-$i.json" "$max")
+    done
     rate=$(python3 -c "print(int($max * $FRACTION))")
     # every open-loop flow a different device, at most 300 000
     devices=$(python3 -c "print(max(1000, min(300000, int($rate * $DURATION * 1.05))))")
     MEASURE_TIMEOUT=$((DURATION + 120))
-    for batch in "" $BATCH_US; do
-        extra=()
-        [[ -n $batch ]] && extra=(--batch-us "$batch")
-        tag=$scenario-half${batch:+-batch$batch}
-        # shellcheck disable=SC2086
-        measure sipload "$OUT/json/$tag.json" \
-            "$(meta "$scenario" "half${batch:+ batch $batch µs}" "rate $rate/s" "$rate" "$devices")" \
-            -- "$BIN/sipload" --target "$SRV_ADDR" --scenario "$scenario" --devices "$devices" \
-            --rate "$rate" --duration "$DURATION" --threads "$GEN_THREADS" "${extra[@]}" \
-            --password secret --realm sipreg --json --quiet $SIPLOAD_ARGS
+    for ((i = 1; i <= REPEAT; i++)); do
+        for batch in "" $BATCH_US; do
+            extra=()
+            [[ -n $batch ]] && extra=(--batch-us "$batch")
+            tag=$scenario-half${batch:+-batch$batch}-$i
+            # shellcheck disable=SC2086
+            measure sipload "$OUT/json/$tag.json" \
+                "$(meta "$scenario" "half${batch:+ batch $batch µs}" "rate $rate/s" "$rate" "$devices" "$i")" \
+                -- "$BIN/sipload" --target "$SRV_ADDR" --scenario "$scenario" --devices "$devices" \
+                --rate "$rate" --duration "$DURATION" --threads "$GEN_THREADS" "${extra[@]}" \
+                --password secret --realm sipreg --json --quiet $SIPLOAD_ARGS
+        done
     done
     stop_server
 done
@@ -107,17 +116,17 @@ env = open(sys.argv[2]).read().strip().splitlines()
 print("## Latency at half the maximum rate (one worker)\n")
 for l in env:
     print(f"- {l}")
-print("\n| scenario | run | offered/s | achieved/s | completed | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | server µs CPU/op | server CPU % | generator CPU % | errors | timeouts | retrans | other procs % | p99 < 1 ms |")
-print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
+print("\n| scenario | run | # | offered/s | achieved/s | completed | p50 µs | p90 µs | p99 µs | p99.9 µs | max µs | server µs CPU/op | server CPU % | generator CPU % | errors | timeouts | retrans | other procs % | p99 < 1 ms |")
+print("|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|")
 for r in recs:
-    tag = r["scenario"] + ("-max" if r["phase"] == "max" else "-half" + (("-batch" + r["phase"].split()[2]) if "batch" in r["phase"] else ""))
+    tag = r["scenario"] + ("-max" if r["phase"] == "max" else "-half" + (("-batch" + r["phase"].split()[2]) if "batch" in r["phase"] else "")) + f"-{r['run']}"
     try:
         lat = json.load(open(f"{sys.argv[3]}/{tag}.json"))["latency_us"]
     except Exception:
         lat = {}
     f = lambda v, d=0: "–" if v is None else (f"{v:,.{d}f}" if isinstance(v, float) else f"{v:,}")
     ok = "" if r["phase"] == "max" else ("**yes**" if (lat.get("p99") or 1e9) < 1000 else "**no**")
-    print(f"| {r['scenario']} | {r['phase']} | {f(r.get('offered_rate'))} | {f(r.get('achieved_rate'))} | {f(r.get('completed'))} | "
+    print(f"| {r['scenario']} | {r['phase']} | {r['run']} | {f(r.get('offered_rate'))} | {f(r.get('achieved_rate'))} | {f(r.get('completed'))} | "
           f"{f(lat.get('p50'))} | {f(lat.get('p90'))} | {f(lat.get('p99'))} | {f(lat.get('p999'))} | {f(lat.get('max'))} | "
           f"{f(r.get('server_cpu_us_per_op'), 2)} | {f(r.get('server_cpu_pct'))} | {f(r.get('generator_cpu_pct'))} | {f(r.get('errors'))} | "
           f"{f(r.get('timeouts'))} | {f(r.get('retransmissions'))} | {f(r.get('other_cpu_pct'))} | {ok} |")

@@ -133,6 +133,9 @@ pub fn frame_stream(data: &[u8]) {
     }
 }
 
+/// Separates the requests of one [`RequestHarness::run`] input.
+pub const SEQUENCE: &[u8] = b"\0\0\0\0";
+
 /// The whole sans-IO request path (registrar, digest, GB28181 platform,
 /// redirect server) on one input, over UDP or TCP by the first byte.
 pub struct RequestHarness {
@@ -204,13 +207,43 @@ impl RequestHarness {
     }
 
     /// One input: byte 0 picks transport (bit 0), authentication (bit 1: off)
-    /// and source port (bits 4–7), the rest is the message. Timers it schedules are fired at once (time jumps forward), so
+    /// and source port (bits 4–7); the rest is one request, or several
+    /// separated by [`SEQUENCE`], handled in order on that flow, so a finding
+    /// that needs state (register, then unregister) replays from one file.
+    /// Timers the requests schedule fire afterwards (time jumps forward), so
     /// expiry, keep-alive and transaction paths run too.
     pub fn run(&mut self, data: &[u8]) {
         let Some((&sel, bytes)) = data.split_first() else {
             return;
         };
         self.runs += 1;
+        let mut timers = Vec::new();
+        let mut rest = bytes;
+        loop {
+            let (one, next) = match memchr::memmem::find(rest, SEQUENCE) {
+                Some(at) => (&rest[..at], Some(&rest[at + SEQUENCE.len()..])),
+                None => (rest, None),
+            };
+            self.handle_one(sel, one);
+            timers.append(&mut self.out.timers);
+            match next {
+                Some(n) => rest = n,
+                None => break,
+            }
+        }
+        let far = self.now_ms + 10_000_000;
+        for t in timers {
+            self.fire(t.event, far);
+        }
+        while let Ok(TimerCmd::At { item, .. }) = self.timers.try_recv() {
+            self.fire(item, far);
+        }
+        if self.runs % 1024 == 0 {
+            self.check_bounds();
+        }
+    }
+
+    fn handle_one(&mut self, sel: u8, bytes: &[u8]) {
         self.now_ms += 1 + u64::from(sel);
         let transport = if sel & 1 == 0 {
             Transport::Udp
@@ -242,16 +275,6 @@ impl RequestHarness {
         let handled = registrar.handle(&inb, now, &mut ctx, &mut self.out);
         if let Handled::Reply(code) = handled {
             self.check_answer(bytes, code);
-        }
-        let far = self.now_ms + 10_000_000;
-        for t in std::mem::take(&mut self.out.timers) {
-            self.fire(t.event, far);
-        }
-        while let Ok(TimerCmd::At { item, .. }) = self.timers.try_recv() {
-            self.fire(item, far);
-        }
-        if self.runs % 1024 == 0 {
-            self.check_bounds();
         }
     }
 

@@ -248,6 +248,10 @@ pub struct GbStats {
     pub info_timeouts: AtomicU64,
     /// Query retransmissions (timer E).
     pub query_retransmissions: AtomicU64,
+    /// Catalog or DeviceInfo answers refused: not from the device's flow.
+    pub answers_refused: AtomicU64,
+    /// Catalog items beyond the per-message or per-device caps.
+    pub catalog_items_dropped: AtomicU64,
 }
 
 /// Counters the timer thread owns.

@@ -32,10 +32,12 @@ fi
 export RUSTC_BOOTSTRAP=1
 cd fuzz
 # Build every target first, so a build failure is not reported as a crash and
-# the per-target time below is fuzzing time only.
+# the per-target time below is fuzzing time only. -O -a: optimised, but with
+# overflow checks and debug assertions, so arithmetic that would silently wrap
+# in a release build is a finding too.
 start=$(date +%s)
 for t in "${targets[@]}"; do
-    cargo fuzz build -O "$t"
+    cargo fuzz build -O -a "$t"
 done
 echo "fuzz-smoke: build took $(( $(date +%s) - start ))s" >&2
 
@@ -47,8 +49,9 @@ for t in "${targets[@]}"; do
     echo "fuzz-smoke: $t for ${secs}s" >&2
     # -timeout: one input taking over 10 s is a hang; -rss_limit_mb: memory
     # growth is a finding too (the request target rebuilds its table).
-    if ! cargo fuzz run -O "$t" "$work" "$shared/fixtures" "$shared/rfc4475" "$PWD/regressions" -- \
-        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -print_final_stats=1; then
+    if ! cargo fuzz run -O -a "$t" "$work" "$shared/fixtures" "$shared/rfc4475" "$PWD/regressions" -- \
+        -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 -dict="$PWD/sip.dict" \
+        -print_final_stats=1; then
         echo "fuzz-smoke: target $t failed; the input is under fuzz/artifacts/$t/" >&2
         exit 1
     fi

@@ -393,7 +393,7 @@ pub fn render(state: &AdminState, out: &mut String) {
     );
 
     // --- GB28181
-    let gb_counters: [(&str, &str, &AtomicU64); 10] = [
+    let gb_counters: [(&str, &str, &AtomicU64); 12] = [
         (
             "keepalives_total",
             "GB28181 keep-alives accepted.",
@@ -443,6 +443,16 @@ pub fn render(state: &AdminState, out: &mut String) {
             "query_retransmissions_total",
             "Query retransmissions (RFC 3261 timer E).",
             &gb.query_retransmissions,
+        ),
+        (
+            "gb_answers_refused_total",
+            "Catalog/DeviceInfo answers refused: not from the device's registered flow.",
+            &gb.answers_refused,
+        ),
+        (
+            "catalog_items_dropped_total",
+            "Catalog items dropped beyond the per-message or per-device caps.",
+            &gb.catalog_items_dropped,
         ),
     ];
     for (name, help, c) in gb_counters {

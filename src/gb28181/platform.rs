@@ -133,8 +133,19 @@ impl Platform {
         let Some(aor) = from_uri.as_ref().and_then(|u| aor_key(u, &mut key)) else {
             return reply(out, 400, "Malformed From Header");
         };
+        // Query answers change what operators see of the device: like
+        // keep-alives, they count only from the flow it registered on.
+        let from_device = |aor: &[u8]| {
+            self.registry.read(aor, |d| {
+                d.is_some_and(|d| d.bindings.iter().any(|b| same_flow(b, inb)))
+            })
+        };
         match doc {
             Manscdp::Keepalive { .. } => self.keepalive(aor, inb, now, out, reply),
+            Manscdp::Catalog { .. } | Manscdp::DeviceInfo { .. } if !from_device(aor) => {
+                WorkerStats::inc(&self.stats.answers_refused);
+                reply(out, 403, "Not From The Registered Address")
+            }
             Manscdp::Catalog {
                 sn,
                 sum_num,
@@ -143,6 +154,9 @@ impl Platform {
                 ..
             } => {
                 let over_cap = dropped + self.catalog_part(aor, sn, sum_num, items, now, out);
+                self.stats
+                    .catalog_items_dropped
+                    .fetch_add(over_cap as u64, std::sync::atomic::Ordering::Relaxed);
                 if over_cap > 0 {
                     log::debug!(
                         "device {}: {over_cap} catalog items beyond the caps dropped",

@@ -263,6 +263,14 @@ impl Registrar {
         if msg.top_via().is_none_or(<[u8]>::is_empty) {
             return Handled::Dropped(Drop::Unparseable);
         }
+        // RFC 3261 §18.3: a stream message must say where it ends. The framer
+        // hands such a request over only to have it answered before the
+        // connection closes.
+        if inb.transport == Transport::Tcp && msg.value(HeaderId::ContentLength).is_none() {
+            let e = crate::sip::ScanError::ContentLengthRequired;
+            ctx.stats.parse_error(stats::parse_error_index(e));
+            return self.reject(out, &msg, inb, e.status(), e.reason());
+        }
         WorkerStats::inc(&ctx.stats.requests[method_index(req.method)]);
         if req.method == Method::Ack {
             // RFC 3261 §17.2.1: ACK is absorbed, never answered; it ends the

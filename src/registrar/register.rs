@@ -21,6 +21,16 @@ enum Outcome {
     TooMany,
 }
 
+/// Contacts one REGISTER may carry: more than any device needs, and it bounds
+/// the quadratic same-binding check below.
+const MAX_CONTACTS_PER_REQUEST: usize = 64;
+/// What a binding keeps, bounded per value so a device's memory is bounded
+/// (`--max-contacts` bindings of at most these sizes).
+const MAX_STORED_URI: usize = 1024;
+const MAX_STORED_INSTANCE: usize = 256;
+const MAX_STORED_CALL_ID: usize = 256;
+const MAX_STORED_USER_AGENT: usize = 256;
+
 pub(super) fn handle(
     r: &Registrar,
     msg: &Message<'_>,
@@ -67,11 +77,22 @@ pub(super) fn handle(
         .map(|v| sip::parse_expires(v).unwrap_or(r.policy.default_expires));
     let mut wildcard = false;
     let mut contacts = 0usize;
+    if msg.call_id().len() > MAX_STORED_CALL_ID {
+        return r.reject(out, msg, inb, 400, "Call-ID Too Long");
+    }
     for c in msg.list(HeaderId::Contact) {
         let Ok(c) = NameAddr::parse(c) else {
             return r.reject(out, msg, inb, 400, "Malformed Contact Header");
         };
         contacts += 1;
+        if contacts > MAX_CONTACTS_PER_REQUEST {
+            return r.reject(out, msg, inb, 400, "Too Many Contacts In Request");
+        }
+        if c.uri.len() > MAX_STORED_URI
+            || instance(&c).is_some_and(|i| i.len() > MAX_STORED_INSTANCE)
+        {
+            return r.reject(out, msg, inb, 400, "Contact URI Too Long");
+        }
         if c.wildcard {
             wildcard = true;
             continue;
@@ -98,6 +119,8 @@ pub(super) fn handle(
     let call_id = msg.call_id();
     let cseq = msg.cseq().seq;
     let user_agent = msg.value(HeaderId::UserAgent).unwrap_or(b"");
+    // Kept for operators only: the start is enough, and bounds what a device stores.
+    let user_agent = &user_agent[..user_agent.len().min(MAX_STORED_USER_AGENT)];
     let stats = ctx.stats;
     let policy = &r.policy;
     let expires_of = |c: &NameAddr<'_>| {
@@ -145,13 +168,19 @@ pub(super) fn handle(
         }
         let was_unbound = dev.bindings.is_empty();
         // Validation pass: nothing changes unless every contact is acceptable.
+        // Contacts apply in order, so a binding named twice ends as its last
+        // mention says; only that mention changes the count.
+        let contacts = || {
+            msg.list(HeaderId::Contact)
+                .filter_map(|c| NameAddr::parse(c).ok())
+        };
         let mut count = dev.bindings.len();
-        for c in msg
-            .list(HeaderId::Contact)
-            .filter_map(|c| NameAddr::parse(c).ok())
-        {
+        for (i, c) in contacts().enumerate() {
+            if contacts().skip(i + 1).any(|later| same_contact(&c, &later)) {
+                continue;
+            }
             match (find(dev, &c).is_some(), expires_of(&c) == 0) {
-                (true, true) => count -= 1,
+                (true, true) => count = count.saturating_sub(1),
                 (false, false) => count += 1,
                 _ => {}
             }
@@ -272,6 +301,15 @@ fn same_binding(b: &Binding, c: &NameAddr<'_>) -> bool {
     match (&b.instance, instance(c)) {
         (Some(bi), Some(ci)) => &**bi == ci && b.reg_id == reg_id(c),
         _ => &*b.uri == c.uri,
+    }
+}
+
+/// Whether two Contacts of one request name the same binding (the rule of
+/// [`same_binding`], between two Contacts).
+fn same_contact(a: &NameAddr<'_>, b: &NameAddr<'_>) -> bool {
+    match (instance(a), instance(b)) {
+        (Some(ia), Some(ib)) => ia == ib && reg_id(a) == reg_id(b),
+        _ => a.uri == b.uri,
     }
 }
 
