@@ -16,6 +16,7 @@ mod common;
 use std::time::Duration;
 
 use common::client::{poll_until, Challenge, Conn, Response, Tcp, Ua, Udp};
+use common::counting;
 use common::server::{Server, DEFAULT_ARGS, PASSWORD, REALM};
 use sipreg::auth::{ha1, ha1_sha256, Algorithm};
 use sipreg::sip::HeaderId;
@@ -429,53 +430,8 @@ fn the_guard_is_off_with_a_zero_limit() {
 
 // ------------------------------------------------------------ no allocation
 
-/// STYLE habit 6 for the SHA-256 path and the guard: a counting global
-/// allocator (counting only on the test's own thread, as in
-/// tests/alloc_free_refresh.rs) around the sans-IO registrar.
-mod counting {
-    use std::alloc::{GlobalAlloc, Layout, System};
-    use std::cell::Cell;
-
-    pub struct Counting;
-
-    thread_local! {
-        static ON: Cell<bool> = const { Cell::new(false) };
-        static ALLOCS: Cell<usize> = const { Cell::new(0) };
-    }
-
-    // SAFETY: forwards every call to the system allocator unchanged; the
-    // counter is a const-initialised thread-local that never allocates.
-    unsafe impl GlobalAlloc for Counting {
-        unsafe fn alloc(&self, layout: Layout) -> *mut u8 {
-            if ON.with(Cell::get) {
-                ALLOCS.with(|c| c.set(c.get() + 1));
-            }
-            // SAFETY: same contract as the caller's.
-            unsafe { System.alloc(layout) }
-        }
-        unsafe fn dealloc(&self, ptr: *mut u8, layout: Layout) {
-            // SAFETY: same contract as the caller's.
-            unsafe { System.dealloc(ptr, layout) }
-        }
-        unsafe fn realloc(&self, ptr: *mut u8, layout: Layout, new_size: usize) -> *mut u8 {
-            if ON.with(Cell::get) {
-                ALLOCS.with(|c| c.set(c.get() + 1));
-            }
-            // SAFETY: same contract as the caller's.
-            unsafe { System.realloc(ptr, layout, new_size) }
-        }
-    }
-
-    /// Runs `f` and counts the allocations it made on this thread.
-    pub fn counted<R>(f: impl FnOnce() -> R) -> (R, usize) {
-        ALLOCS.with(|c| c.set(0));
-        ON.with(|o| o.set(true));
-        let r = f();
-        ON.with(|o| o.set(false));
-        (r, ALLOCS.with(Cell::get))
-    }
-}
-
+/// STYLE habit 6 for the SHA-256 path and the guard, with the counting
+/// allocator of tests/common/counting.rs around the sans-IO registrar.
 #[global_allocator]
 static GLOBAL: counting::Counting = counting::Counting;
 

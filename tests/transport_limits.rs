@@ -6,13 +6,12 @@
 
 mod common;
 
-use std::io::{Read, Write};
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, TcpStream};
+use std::io::Write;
+use std::net::Ipv4Addr;
 use std::time::{Duration, Instant};
 
 use common::client::{poll_until, simple_request, Conn, Tcp, Ua, Udp};
 use common::server::Server;
-use sipreg::sip::{self, Frame};
 
 const DOMAIN: &str = "example.com";
 /// Where abusive peers come from, so the good device (127.0.0.1) is another
@@ -25,136 +24,12 @@ fn args<'a>(extra: &[&'a str]) -> Vec<&'a str> {
     a
 }
 
-// ---------------------------------------------------------------- a raw peer
-
-/// A TCP connection from a chosen loopback address, speaking just enough SIP
-/// to tell "served" from "closed".
-struct Peer {
-    stream: TcpStream,
-    buf: Vec<u8>,
-}
-
-impl Peer {
-    fn connect_from(ip: Ipv4Addr, server: SocketAddr) -> Peer {
-        Peer::connect_with(ip, server, None)
-    }
-
-    /// Binds to `ip` (and, if given, sets a small receive buffer before the
-    /// handshake so the window stays small), then connects.
-    fn connect_with(ip: Ipv4Addr, server: SocketAddr, rcvbuf: Option<usize>) -> Peer {
-        use socket2::{Domain, Protocol, Socket, Type};
-        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
-        if let Some(size) = rcvbuf {
-            s.set_recv_buffer_size(size).expect("SO_RCVBUF");
-        }
-        s.bind(&SocketAddr::new(IpAddr::V4(ip), 0).into())
-            .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
-        s.connect(&server.into()).expect("connect");
-        let stream: TcpStream = s.into();
-        stream.set_nodelay(true).expect("nodelay");
-        Peer {
-            stream,
-            buf: Vec::new(),
-        }
-    }
-
-    /// One read with a deadline: `Some(0)` on close or reset, `None` on timeout.
-    fn read_some(&mut self, timeout: Duration) -> Option<usize> {
-        let mut chunk = [0u8; 16 * 1024];
-        self.stream
-            .set_read_timeout(Some(timeout.max(Duration::from_millis(1))))
-            .expect("timeout");
-        loop {
-            match self.stream.read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Some(n);
-                }
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
-                    ) =>
-                {
-                    return None
-                }
-                Err(_) => return Some(0),
-            }
-        }
-    }
-
-    /// True once the server has closed the connection within `timeout`.
-    fn closed_within(&mut self, timeout: Duration) -> bool {
-        let deadline = Instant::now() + timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return false;
-            }
-            if self.read_some(left) == Some(0) {
-                return true;
-            }
-        }
-    }
-
-    /// Sends OPTIONS and says whether a 200 came back (false: closed or silent).
-    fn served(&mut self) -> bool {
-        let req = simple_request("OPTIONS", &*self);
-        if self.stream.write_all(&req).is_err() {
-            return false;
-        }
-        self.recv_timeout(Duration::from_secs(5))
-            .is_some_and(|m| m.starts_with(b"SIP/2.0 200 "))
-    }
-}
-
-impl Conn for Peer {
-    fn transport(&self) -> &'static str {
-        "TCP"
-    }
-
-    fn local_addr(&self) -> SocketAddr {
-        self.stream.local_addr().expect("local addr")
-    }
-
-    fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).expect("tcp write");
-    }
-
-    fn recv_timeout(&mut self, timeout: Duration) -> Option<Vec<u8>> {
-        let deadline = Instant::now() + timeout;
-        loop {
-            match sip::frame(&self.buf) {
-                Ok(Frame::Message(n)) => return Some(self.buf.drain(..n).collect()),
-                Ok(Frame::Skip(n) | Frame::Ping(n)) => {
-                    self.buf.drain(..n);
-                    continue;
-                }
-                Ok(Frame::NeedMore) => {}
-                Err(e) => panic!("server sent an unframeable stream: {e:?}"),
-            }
-            let left = deadline.saturating_duration_since(Instant::now());
-            if left.is_zero() {
-                return None;
-            }
-            match self.read_some(left) {
-                Some(0) | None => return None,
-                Some(_) => {}
-            }
-        }
-    }
-}
-
 // ---------------------------------------------------------------- metrics
 
 /// The value of one sample in /metrics, `name` with its labels exactly as
 /// exposed (`sipreg_tcp_closed_total{reason="idle"}`); 0 when absent.
 fn metric(srv: &Server, name: &str) -> u64 {
-    let text = http_get(srv.http_addr(), "/metrics");
-    text.lines()
-        .find_map(|l| l.strip_prefix(name)?.strip_prefix(' ')?.trim().parse().ok())
-        .unwrap_or(0)
+    srv.metric(name).map_or(0, |v| v as u64)
 }
 
 /// Polls until `name` reaches at least `want`; its last value otherwise.
@@ -165,19 +40,6 @@ fn metric_reaches(srv: &Server, name: &str, want: u64) -> Result<u64, u64> {
         (last >= want).then_some(last)
     })
     .ok_or(last)
-}
-
-fn http_get(addr: SocketAddr, path: &str) -> String {
-    let mut s = TcpStream::connect(addr).expect("admin API");
-    s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
-    write!(
-        s,
-        "GET {path} HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n"
-    )
-    .unwrap();
-    let mut out = String::new();
-    s.read_to_string(&mut out).unwrap();
-    out
 }
 
 /// A device from 127.0.0.1 registers over TCP: the server still serves.
@@ -195,13 +57,13 @@ fn good_device_registers(srv: &Server, user: &str) -> Ua<Tcp> {
 #[test]
 fn per_source_cap_refuses_the_extra_connection_while_others_register() {
     let srv = Server::start(&args(&["--threads", "1", "--tcp-max-per-source", "3"]));
-    let mut held: Vec<Peer> = (0..3)
-        .map(|_| Peer::connect_from(ABUSER, srv.addr()))
+    let mut held: Vec<Tcp> = (0..3)
+        .map(|_| Tcp::connect_from(ABUSER, srv.addr()))
         .collect();
     for (i, p) in held.iter_mut().enumerate() {
         assert!(p.served(), "connection {i} under the cap not served");
     }
-    let mut extra = Peer::connect_from(ABUSER, srv.addr());
+    let mut extra = Tcp::connect_from(ABUSER, srv.addr());
     assert!(
         extra.closed_within(Duration::from_secs(5)),
         "a 4th connection from one source with --tcp-max-per-source 3 stayed open"
@@ -223,7 +85,7 @@ fn per_source_cap_refuses_the_extra_connection_while_others_register() {
     // Closing one frees its place for the same source.
     drop(held.pop());
     let again = poll_until(Duration::from_secs(5), || {
-        let mut p = Peer::connect_from(ABUSER, srv.addr());
+        let mut p = Tcp::connect_from(ABUSER, srv.addr());
         p.served().then_some(p)
     });
     assert!(again.is_some(), "the freed place was not given back");
@@ -243,8 +105,8 @@ fn per_worker_cap_refuses_at_accept_and_the_backlog_keeps_draining() {
         "--tcp-max-per-source",
         "100",
     ]));
-    let mut held: Vec<Peer> = (0..4)
-        .map(|_| Peer::connect_from(ABUSER, srv.addr()))
+    let mut held: Vec<Tcp> = (0..4)
+        .map(|_| Tcp::connect_from(ABUSER, srv.addr()))
         .collect();
     for (i, p) in held.iter_mut().enumerate() {
         assert!(p.served(), "connection {i} under the cap not served");
@@ -256,14 +118,14 @@ fn per_worker_cap_refuses_at_accept_and_the_backlog_keeps_draining() {
 
     // Over the cap, from any source: each is accepted and closed at once
     // rather than left to fill the backlog.
-    let mut over: Vec<Peer> = (0..20)
+    let mut over: Vec<Tcp> = (0..20)
         .map(|i| {
             let ip = if i % 2 == 0 {
                 ABUSER
             } else {
                 Ipv4Addr::LOCALHOST
             };
-            Peer::connect_from(ip, srv.addr())
+            Tcp::connect_from(ip, srv.addr())
         })
         .collect();
     for (i, p) in over.iter_mut().enumerate() {
@@ -286,7 +148,7 @@ fn per_worker_cap_refuses_at_accept_and_the_backlog_keeps_draining() {
     // has seen the close: polled).
     drop(held.pop());
     let conn = poll_until(Duration::from_secs(5), || {
-        let mut p = Peer::connect_from(Ipv4Addr::LOCALHOST, srv.addr());
+        let mut p = Tcp::connect_from(Ipv4Addr::LOCALHOST, srv.addr());
         p.served().then_some(p)
     })
     .expect("the freed place was not given back");
@@ -308,14 +170,14 @@ fn slowloris_is_closed_after_the_message_timeout_while_a_device_registers() {
         "--tcp-idle-timeout",
         "60",
     ]));
-    let mut slow = Peer::connect_from(ABUSER, srv.addr());
+    let mut slow = Tcp::connect_from(ABUSER, srv.addr());
     let request = simple_request("OPTIONS", &slow);
     slow.send(&request[..request.len() / 2]);
     let start = Instant::now();
 
     // A connection idle between complete messages is governed by the idle
     // timeout (60 s here), not the message timeout.
-    let mut idle = Peer::connect_from(Ipv4Addr::LOCALHOST, srv.addr());
+    let mut idle = Tcp::connect_from(Ipv4Addr::LOCALHOST, srv.addr());
     assert!(idle.served());
 
     // The slow peer keeps trickling bytes (so it is never idle) but never
@@ -361,7 +223,7 @@ fn slowloris_is_closed_after_the_message_timeout_while_a_device_registers() {
 #[test]
 fn a_header_without_end_hits_the_read_buffer_cap() {
     let srv = Server::start(&args(&["--threads", "1"]));
-    let mut flood = Peer::connect_from(ABUSER, srv.addr());
+    let mut flood = Tcp::connect_from(ABUSER, srv.addr());
     let mut head = b"REGISTER sip:example.com SIP/2.0\r\nX-Filler: ".to_vec();
     head.resize(200 * 1024, b'a');
     // The server closes mid-way; the rest of the write may fail.
@@ -383,7 +245,7 @@ fn a_header_without_end_hits_the_read_buffer_cap() {
 fn a_peer_that_never_reads_hits_the_write_buffer_cap() {
     let srv = Server::start(&args(&["--threads", "1"]));
     // A tiny receive window: the answers pile up on the server's side.
-    let mut deaf = Peer::connect_with(ABUSER, srv.addr(), Some(4096));
+    let mut deaf = Tcp::connect_with(ABUSER, srv.addr(), Some(4096));
     deaf.stream
         .set_write_timeout(Some(Duration::from_secs(5)))
         .unwrap();
@@ -417,7 +279,7 @@ fn pipelining_more_than_the_read_buffer_is_served_in_full() {
     // Reading stops at the read-buffer cap to frame; the rest, still in the
     // kernel, must be read on without a new readiness edge.
     let srv = Server::start(&args(&["--threads", "1"]));
-    let mut peer = Peer::connect_from(Ipv4Addr::LOCALHOST, srv.addr());
+    let mut peer = Tcp::connect_from(Ipv4Addr::LOCALHOST, srv.addr());
     let mut batch = Vec::new();
     let mut count = 0;
     while batch.len() < 400 * 1024 {
@@ -454,8 +316,8 @@ fn idle_connections_close_but_crlf_pings_keep_one_open() {
         "--tcp-message-timeout",
         "1",
     ]));
-    let mut pinger = Peer::connect_from(Ipv4Addr::LOCALHOST, srv.addr());
-    let mut silent = Peer::connect_from(Ipv4Addr::LOCALHOST, srv.addr());
+    let mut pinger = Tcp::connect_from(Ipv4Addr::LOCALHOST, srv.addr());
+    let mut silent = Tcp::connect_from(Ipv4Addr::LOCALHOST, srv.addr());
     let start = Instant::now();
 
     // Half a ping waits longer than the message timeout: a keep-alive is not
@@ -469,13 +331,11 @@ fn idle_connections_close_but_crlf_pings_keep_one_open() {
     // Then pings every half second for longer than the idle timeout; each
     // is answered with a pong and keeps the connection open.
     while start.elapsed() < Duration::from_secs(6) {
-        pinger.buf.clear();
-        let pong = pinger.read_some(Duration::from_secs(2));
+        let pong = pinger.read_raw(Duration::from_secs(2));
         assert!(
-            matches!(pong, Some(n) if n > 0) && pinger.buf.starts_with(b"\r\n"),
-            "no pong after {:?}: {pong:?} {:?}",
+            pong.as_deref().is_some_and(|b| b.starts_with(b"\r\n")),
+            "no pong after {:?}: {pong:?}",
             start.elapsed(),
-            pinger.buf
         );
         assert!(!pinger.closed_within(Duration::from_millis(500)));
         pinger.send(b"\r\n\r\n");

@@ -159,6 +159,41 @@ impl Tcp {
         }
     }
 
+    /// A connection from `ip` (e.g. 127.0.0.2, to be another source than the
+    /// well-behaved devices).
+    pub fn connect_from(ip: std::net::Ipv4Addr, server: SocketAddr) -> Tcp {
+        Tcp::connect_with(ip, server, None)
+    }
+
+    /// Binds to `ip` and, if given, sets a small receive buffer before the
+    /// handshake (so the TCP window stays small), then connects.
+    pub fn connect_with(ip: std::net::Ipv4Addr, server: SocketAddr, rcvbuf: Option<usize>) -> Tcp {
+        use socket2::{Domain, Protocol, Socket, Type};
+        let s = Socket::new(Domain::IPV4, Type::STREAM, Some(Protocol::TCP)).expect("socket");
+        if let Some(size) = rcvbuf {
+            s.set_recv_buffer_size(size).expect("SO_RCVBUF");
+        }
+        s.bind(&SocketAddr::from((ip, 0)).into())
+            .unwrap_or_else(|e| panic!("bind {ip}: {e}"));
+        s.connect(&server.into()).expect("connect");
+        let stream: TcpStream = s.into();
+        stream.set_nodelay(true).expect("nodelay");
+        Tcp {
+            stream,
+            buf: Vec::new(),
+        }
+    }
+
+    /// Sends OPTIONS and says whether a 200 came back (false: closed or silent).
+    pub fn served(&mut self) -> bool {
+        let req = simple_request("OPTIONS", &*self);
+        if self.stream.write_all(&req).is_err() {
+            return false;
+        }
+        self.recv_timeout(Duration::from_secs(5))
+            .is_some_and(|m| m.starts_with(b"SIP/2.0 200 "))
+    }
+
     /// Raw bytes as they arrive (for the CRLF pong): whatever is buffered, or
     /// the next read. `None` on timeout; `Some(empty)` when the server closed.
     pub fn read_raw(&mut self, timeout: Duration) -> Option<Vec<u8>> {
@@ -204,15 +239,8 @@ impl Tcp {
                 {
                     return None
                 }
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        std::io::ErrorKind::ConnectionReset | std::io::ErrorKind::BrokenPipe
-                    ) =>
-                {
-                    return Some(0)
-                }
-                Err(e) => panic!("tcp read: {e}"),
+                // Reset, broken pipe and the like: the server is gone.
+                Err(_) => return Some(0),
             }
         }
     }

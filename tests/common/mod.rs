@@ -1,4 +1,5 @@
 pub mod client;
+pub mod counting;
 pub mod peers;
 pub mod server;
 pub mod sipp;
