@@ -2,13 +2,14 @@
 # perf/generator.sh — the load generator's own CPU per digest registration:
 # sipload against sipp (issue 5: sipload ≤ 1/3 of sipp's).
 #
-# One sipreg (one worker, core SERVER_CPU, --password), the generators on core
-# CLIENT_CPU, in one run:
+# sipreg (one worker, core SERVER_CPU, --password, MD5 challenges; a fresh
+# process per run), the generators on core CLIENT_CPU, in one run:
 #   1. sipp (tests/sipp/register_digest.xml, one user per call, -r SIPP_RATE
 #      -l SIPP_LIMIT: flat out, as perf/compare.sh runs it): its rate R and its
 #      CPU per successful call (rusage of the sipp process);
 #   2. sipload `register` open loop at R (the rate sipp reached), DURATION s;
-#   3. the same with --batch-us BATCH_US;
+#   3. the same with --batch-us B for each B in BATCH_US (sipp itself paces
+#      and reads in 1 ms steps by default: -timer_resol 1);
 #   4. sipload `register` closed loop (WINDOW) at its maximum, MAX_DURATION s.
 # Generator µs CPU/op = its user+system CPU / completed digest registrations
 # (REGISTER → 401 → REGISTER → 200, the same exchange for both tools); the
@@ -16,7 +17,7 @@
 #
 # Environment (defaults):
 #   SIPP_CALLS=100000 SIPP_RATE=100000 SIPP_LIMIT=100 SIPP_ARGS="" DURATION=10
-#   BATCH_US=200 WINDOW=256 MAX_DURATION=5 SERVER_CPU=0 CLIENT_CPU=1
+#   BATCH_US="200 1000" WINDOW=256 MAX_DURATION=5 SERVER_CPU=0 CLIENT_CPU=1
 #   QUIET_MAX=15 QUIET_WAIT=10 BIN=target/release OUT=perf/out/generator-YYYYmmdd-HHMMSS
 set -euo pipefail
 # shellcheck source=perf/lib.sh
@@ -28,7 +29,7 @@ SIPP_RATE=${SIPP_RATE:-100000}
 SIPP_LIMIT=${SIPP_LIMIT:-100}
 SIPP_ARGS=${SIPP_ARGS:-}
 DURATION=${DURATION:-10}
-BATCH_US=${BATCH_US:-200}
+BATCH_US=${BATCH_US:-"200 1000"}
 WINDOW=${WINDOW:-256}
 MAX_DURATION=${MAX_DURATION:-5}
 OUT=${OUT:-$PERF_ROOT/perf/out/generator-$(date +%Y%m%d-%H%M%S)}
@@ -52,7 +53,7 @@ BIN=$OUT/bin
     echo "commit: $(git -C "$PERF_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$PERF_ROOT" diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')"
     echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores; kernel $(uname -r)"
     echo "sipp: $({ sipp -v 2>/dev/null || true; } | grep -m1 -o 'v[0-9][0-9.]*') -r $SIPP_RATE -l $SIPP_LIMIT, $SIPP_CALLS calls $SIPP_ARGS"
-    echo "settings: DURATION=$DURATION BATCH_US=$BATCH_US WINDOW=$WINDOW MAX_DURATION=$MAX_DURATION; sipreg 1 worker core $SERVER_CPU, generators core $CLIENT_CPU"
+    echo "settings: DURATION=$DURATION BATCH_US='$BATCH_US' WINDOW=$WINDOW MAX_DURATION=$MAX_DURATION; sipreg 1 worker core $SERVER_CPU, generators core $CLIENT_CPU"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt" >&2
 
@@ -61,7 +62,9 @@ meta() { # generator phase load rate
         "$1" "$2" "$3" "${4:-null}"
 }
 
-start_sipreg "$OUT/logs/sipreg.log"
+# A fresh sipreg for every run (its nonce-count table keeps every run's nonces
+# for their lifetime).
+start_sipreg "$OUT/logs/sipreg-sipp.log"
 log "sipreg pid $SRV_PID on $SRV_ADDR"
 
 # 1. sipp at its own ceiling
@@ -79,21 +82,29 @@ measure sipp "$OUT/json/sipp.stat.csv" "$(meta sipp sipp "sipp -r $SIPP_RATE -l 
     -default_behaviors all,-bye -nostdin \
     -trace_stat -stf "$OUT/json/sipp.stat.csv" -fd 1 \
     -trace_err -error_file "$OUT/logs/sipp-errors.log" $SIPP_ARGS
+stop_server
 rate=$(python3 -c 'import json,sys; print(int([json.loads(l) for l in open(sys.argv[1])][-1]["achieved_rate"]))' "$RESULTS")
 ((rate > 0)) || die "sipp completed no call"
 devices=$((rate * DURATION > 300000 ? 300000 : rate * DURATION + 1000))
 
 # 2.–4. sipload: at sipp's rate, batched, and at its maximum
 MEASURE_TIMEOUT=$((DURATION + 120))
-sipload_args=(--target "$SRV_ADDR" --scenario register --user-prefix gen --devices "$devices"
-    --password secret --realm sipreg --json --quiet)
-measure sipload "$OUT/json/sipload-rate.json" "$(meta sipload "open loop at sipp's rate" "rate $rate/s" "$rate")" \
-    -- "$BIN/sipload" "${sipload_args[@]}" --rate "$rate" --duration "$DURATION"
-measure sipload "$OUT/json/sipload-batch.json" "$(meta sipload "open loop, --batch-us $BATCH_US" "rate $rate/s" "$rate")" \
-    -- "$BIN/sipload" "${sipload_args[@]}" --rate "$rate" --duration "$DURATION" --batch-us "$BATCH_US"
-measure sipload "$OUT/json/sipload-max.json" "$(meta sipload "closed loop maximum" "window $WINDOW")" \
-    -- "$BIN/sipload" "${sipload_args[@]}" --window "$WINDOW" --duration "$MAX_DURATION"
-stop_server
+# sipload_run TAG PHASE LOAD RATE ARGS...: one sipload run against a fresh sipreg.
+sipload_run() {
+    local tag=$1 phase=$2 load=$3 r=$4
+    shift 4
+    start_sipreg "$OUT/logs/sipreg-$tag.log"
+    measure sipload "$OUT/json/$tag.json" "$(meta sipload "$phase" "$load" "$r")" \
+        -- "$BIN/sipload" --target "$SRV_ADDR" --scenario register --user-prefix gen \
+        --devices "$devices" --password secret --realm sipreg --json --quiet "$@"
+    stop_server
+}
+sipload_run sipload-rate "open loop at sipp's rate" "rate $rate/s" "$rate" --rate "$rate" --duration "$DURATION"
+for batch in $BATCH_US; do
+    sipload_run "sipload-batch$batch" "open loop, --batch-us $batch" "rate $rate/s" "$rate" \
+        --rate "$rate" --duration "$DURATION" --batch-us "$batch"
+done
+sipload_run sipload-max "closed loop maximum" "window $WINDOW" null --window "$WINDOW" --duration "$MAX_DURATION"
 
 python3 - "$RESULTS" "$OUT/env.txt" >"$OUT/table.md" <<'PY'
 import json, sys
