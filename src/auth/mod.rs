@@ -154,6 +154,9 @@ impl Authenticator<'_> {
             NonceUse::Accepted => Verdict::Authorized,
             // One-time nonces: the digest is right, the nonce used up.
             NonceUse::Repeated if self.counts.one_time() => Verdict::Stale,
+            // The table is full (a mass re-registration): the digest was
+            // right, so the device retries with a fresh nonce, uncounted.
+            NonceUse::Full => Verdict::Stale,
             // RFC 7616 §3.4: a repeated nc is a replay.
             NonceUse::Repeated | NonceUse::Refused => Verdict::Rejected(AuthError::Replay),
         }

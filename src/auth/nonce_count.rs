@@ -29,8 +29,9 @@
 //! [`SHARDS`] mutex-protected shards. Expired entries are pruned lazily (at
 //! most once per [`PRUNE_INTERVAL_SECS`] per shard, and on a full shard) or by
 //! [`NonceCounts::prune`]. When a shard is full of live entries a *new* nonce
-//! is refused (`check_and_update` returns `false`; the caller challenges
-//! again) while nonces already tracked keep working. Evicting a live entry
+//! is not tracked ([`NonceUse::Full`]: the caller answers `stale=true`, so the
+//! device retries and no failure is counted against it) while nonces already
+//! tracked keep working. Evicting a live entry
 //! instead would forget its count and let that nonce's earlier requests be
 //! replayed, so refusing is the only choice that keeps the guarantee.
 
@@ -78,9 +79,13 @@ pub enum NonceUse {
     /// Used before: an nc not above the recorded one (a replay, RFC 7616
     /// §3.4), or any second use in one-time mode.
     Repeated,
-    /// Cannot be tracked: `nc == 0`, a nonce not of our format or past its
-    /// ttl, or a new nonce while the table is full (see the module docs).
+    /// Cannot be tracked: `nc == 0`, or a nonce not of our format or past
+    /// its ttl.
     Refused,
+    /// A right digest with a new nonce while the table is full: not the
+    /// client's fault (a mass re-registration can fill it), so the caller
+    /// answers `stale=true` rather than count a failure.
+    Full,
 }
 
 impl std::fmt::Debug for NonceCounts {
@@ -216,7 +221,7 @@ impl NonceCounts {
             self.prune_shard(&mut shard, now_secs);
         }
         if shard.counts.len() >= self.shard_cap {
-            return NonceUse::Refused;
+            return NonceUse::Full;
         }
         shard.counts.insert(key, nc);
         debug_assert!(shard.counts.len() <= self.shard_cap, "shard over its cap");
@@ -359,8 +364,10 @@ mod tests {
         assert!(counts.check_and_update(first.as_bytes(), 1, NOW));
         let mut refused = 0;
         for _ in 0..10 * SHARDS {
-            if !counts.check_and_update(s.issue(NOW).as_bytes(), 1, NOW) {
-                refused += 1;
+            match counts.record_use(s.issue(NOW).as_bytes(), Some(1), NOW) {
+                NonceUse::Accepted => {}
+                NonceUse::Full => refused += 1,
+                other => panic!("{other:?}"),
             }
         }
         // Every shard filled up (deterministic with a fixed secret), and

@@ -1047,3 +1047,34 @@ fn failed_guesses_are_the_wrong_answers_only() {
         assert!(!e.is_failed_guess(), "{e}");
     }
 }
+
+/// A mass re-registration can fill the nonce-count table: a right digest on a
+/// new nonce is then answered stale (retry, nothing counted against the
+/// device), never rejected like a replay or a wrong password.
+#[test]
+fn a_full_nonce_table_answers_stale() {
+    let server = Server::new();
+    let tiny = NonceCounts::with_limit(TTL, SHARDS);
+    let auth = Authenticator {
+        counts: &tiny,
+        ..server.auth()
+    };
+    let mut stale = 0;
+    for _ in 0..10 * SHARDS {
+        let nonce = server.secret.issue(NOW);
+        let a = KeyedAnswer::new(
+            Algorithm::Md5,
+            b"dev",
+            b"12345",
+            nonce.as_bytes(),
+            Some((1, b"c")),
+        );
+        match auth.authenticate(&a.parsed(), b"REGISTER", NOW) {
+            Verdict::Authorized => {}
+            Verdict::Stale => stale += 1,
+            other => panic!("{other:?}"),
+        }
+    }
+    assert!(stale > 0, "the table never filled up");
+    assert_eq!(tiny.len(), tiny.capacity());
+}
