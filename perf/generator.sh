@@ -40,18 +40,9 @@ trap 'log "interrupted"; exit 130' INT TERM
 
 (($(nproc) >= 2)) || die "needs 2 cores"
 command -v sipp >/dev/null || die "sipp not installed (apt-get install sip-tester)"
-if [[ ! -x $BIN/sipreg || ! -x $BIN/sipload ]]; then
-    log "building sipreg and sipload (release)"
-    timeout 1200 cargo build --release -p sipreg -p sipload >&2 || die "cargo build failed"
-fi
-mkdir -p "$OUT/json" "$OUT/logs" "$OUT/bin"
-: >"$RESULTS"
-cp "$BIN/sipreg" "$BIN/sipload" "$OUT/bin/"
-BIN=$OUT/bin
+perf_prepare_bins
 {
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit: $(git -C "$PERF_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$PERF_ROOT" diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')"
-    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores; kernel $(uname -r)"
+    perf_env_header
     echo "sipp: $({ sipp -v 2>/dev/null || true; } | grep -m1 -o 'v[0-9][0-9.]*') -r $SIPP_RATE -l $SIPP_LIMIT, $SIPP_CALLS calls $SIPP_ARGS"
     echo "settings: DURATION=$DURATION BATCH_US='$BATCH_US' WINDOW=$WINDOW MAX_DURATION=$MAX_DURATION; sipreg 1 worker core $SERVER_CPU, generators core $CLIENT_CPU"
 } >"$OUT/env.txt"

@@ -46,18 +46,9 @@ trap perf_cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 (($(nproc) >= 2)) || die "needs 2 cores (server on $SERVER_CPU, generator on $CLIENT_CPU)"
-if [[ ! -x $BIN/sipreg || ! -x $BIN/sipload ]]; then
-    log "building sipreg and sipload (release)"
-    timeout 1200 cargo build --release -p sipreg -p sipload >&2 || die "cargo build failed"
-fi
-mkdir -p "$OUT/json" "$OUT/logs" "$OUT/bin"
-: >"$RESULTS"
-cp "$BIN/sipreg" "$BIN/sipload" "$OUT/bin/"
-BIN=$OUT/bin
+perf_prepare_bins
 {
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit: $(git -C "$PERF_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$PERF_ROOT" diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')"
-    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores; kernel $(uname -r)"
+    perf_env_header
     echo "settings: SCENARIOS='$SCENARIOS' WINDOW=$WINDOW MAX_DURATION=$MAX_DURATION DURATION=$DURATION FRACTION=$FRACTION BATCH_US='$BATCH_US' REPEAT=$REPEAT GEN_THREADS=$GEN_THREADS SIPREG_ARGS='$SIPREG_ARGS' SIPLOAD_ARGS='$SIPLOAD_ARGS'"
     echo "pinning: sipreg (1 worker) core $SERVER_CPU, sipload core $CLIENT_CPU"
 } >"$OUT/env.txt"

@@ -464,3 +464,25 @@ print(round(100 * (c[0] - a[0]) / os.sysconf("SC_CLK_TCK"), 0))')
         waited=$((waited + 5))
     done
 }
+
+# Builds sipreg and sipload when missing, makes OUT's json/, logs/ and bin/,
+# empties RESULTS, and runs from a copy of the binaries in OUT/bin (BIN points
+# there afterwards), so a build during the run cannot swap them.
+perf_prepare_bins() {
+    if [[ ! -x $BIN/sipreg || ! -x $BIN/sipload ]]; then
+        log "building sipreg and sipload (release)"
+        timeout 1200 cargo build --release -p sipreg -p sipload >&2 || die "cargo build failed"
+    fi
+    mkdir -p "$OUT/json" "$OUT/logs" "$OUT/bin"
+    : >"$RESULTS"
+    cp "$BIN/sipreg" "$BIN/sipload" "$OUT/bin/"
+    BIN=$OUT/bin
+}
+
+# The first lines of every env.txt: date, commit (marked when the tree has
+# uncommitted changes), CPU and kernel.
+perf_env_header() {
+    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
+    echo "commit: $(git -C "$PERF_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$PERF_ROOT" diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')"
+    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores; kernel $(uname -r)"
+}

@@ -51,18 +51,9 @@ trap perf_cleanup EXIT
 trap 'log "interrupted"; exit 130' INT TERM
 
 (($(nproc) >= 2)) || die "needs 2 cores"
-if [[ ! -x $BIN/sipreg || ! -x $BIN/sipload ]]; then
-    log "building sipreg and sipload (release)"
-    timeout 1200 cargo build --release -p sipreg -p sipload >&2 || die "cargo build failed"
-fi
-mkdir -p "$OUT/json" "$OUT/logs" "$OUT/bin"
-: >"$RESULTS"
-cp "$BIN/sipreg" "$BIN/sipload" "$OUT/bin/"
-BIN=$OUT/bin
+perf_prepare_bins
 {
-    echo "date: $(date -u +%Y-%m-%dT%H:%M:%SZ)"
-    echo "commit: $(git -C "$PERF_ROOT" rev-parse --short HEAD 2>/dev/null)$(git -C "$PERF_ROOT" diff --quiet HEAD 2>/dev/null || echo ' (uncommitted changes)')"
-    echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2- | sed 's/^ //'), $(nproc) cores; kernel $(uname -r)"
+    perf_env_header
     echo "settings: SCENARIOS='$SCENARIOS' THREADS_LIST='$THREADS_LIST' RATE=$RATE DURATION=$DURATION WINDOW=$WINDOW MAX_DURATION=$MAX_DURATION SOCKETS=$SOCKETS GEN_THREADS=$GEN_THREADS BATCH_US=$BATCH_US PARTS='$PARTS'"
 } >"$OUT/env.txt"
 cat "$OUT/env.txt" >&2
