@@ -6,7 +6,7 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::client::{branch, Conn, Tcp, Ua, Udp};
+use common::client::{manscdp_message, Conn, Tcp, Ua, Udp};
 use common::server::Server;
 use sipreg::sip::{scan, HeaderId, ResponseWriter};
 
@@ -40,23 +40,7 @@ fn next_request(conn: &mut impl Conn, within: Duration) -> Option<Vec<u8>> {
 }
 
 fn message(conn: &impl Conn, body: &str) -> Vec<u8> {
-    let local = conn.local_addr();
-    format!(
-        "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n\
-         Via: SIP/2.0/{} {local};rport;branch={}\r\n\
-         From: <sip:{DEVICE}@3402000000>;tag=gbflow\r\n\
-         To: <sip:34020000002000000001@3402000000>\r\n\
-         Call-ID: {}\r\n\
-         CSeq: 20 MESSAGE\r\n\
-         Max-Forwards: 70\r\n\
-         Content-Type: Application/MANSCDP+xml\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        conn.transport(),
-        branch(),
-        branch(),
-        body.len()
-    )
-    .into_bytes()
+    manscdp_message(conn, DEVICE, body)
 }
 
 fn camera_flow<C: Conn>(conn: C) {

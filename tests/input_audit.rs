@@ -10,7 +10,9 @@ mod common;
 
 use std::time::Duration;
 
-use common::client::{branch, simple_request, unique, Conn, Response, Tcp, Ua, Udp};
+use common::client::{
+    branch, manscdp_message, simple_request, unique, Conn, Response, Tcp, Ua, Udp,
+};
 use common::server::Server;
 use serde_json::Value;
 use sipreg::sip::HeaderId;
@@ -626,23 +628,7 @@ fn stored_binding_values_are_capped() {
 // ------------------------------------------------------------ GB28181 XML
 
 fn manscdp(conn: &Udp, body: &str) -> Vec<u8> {
-    format!(
-        "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n\
-         Via: SIP/2.0/UDP {};rport;branch={}\r\n\
-         From: <sip:{DEVICE}@3402000000>;tag={}\r\n\
-         To: <sip:34020000002000000001@3402000000>\r\n\
-         Call-ID: {}\r\n\
-         CSeq: 20 MESSAGE\r\n\
-         Max-Forwards: 70\r\n\
-         Content-Type: Application/MANSCDP+xml\r\n\
-         Content-Length: {}\r\n\r\n{body}",
-        conn.local_addr(),
-        branch(),
-        unique("tag"),
-        unique("cid-"),
-        body.len()
-    )
-    .into_bytes()
+    manscdp_message(conn, DEVICE, body)
 }
 
 fn catalog(sn: &str, sum_num: &str, items: &str) -> String {

@@ -9,7 +9,7 @@ use std::fs;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use common::client::{poll_until, Conn, Ua, Udp};
+use common::client::{manscdp_message, poll_until, Conn, Ua, Udp};
 use common::peers::Scratch;
 use common::server::Server;
 use serde_json::Value;
@@ -98,22 +98,8 @@ fn camera_with_channels(srv: &Server) -> Udp {
         format!("<?xml version=\"1.0\"?>\r\n<Response>\r\n<CmdType>Catalog</CmdType>\r\n<SN>{sn}</SN>\r\n<DeviceID>{CAMERA}</DeviceID>\r\n<SumNum>2</SumNum>\r\n<DeviceList Num=\"2\">{items}</DeviceList>\r\n</Response>\r\n"),
         format!("<?xml version=\"1.0\"?>\r\n<Notify>\r\n<CmdType>Keepalive</CmdType>\r\n<SN>1</SN>\r\n<DeviceID>{CAMERA}</DeviceID>\r\n<Status>OK</Status>\r\n</Notify>\r\n"),
     ] {
-        let local = conn.local_addr();
-        let msg = format!(
-            "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n\
-             Via: SIP/2.0/UDP {local};rport;branch=z9hG4bK{}\r\n\
-             From: <sip:{CAMERA}@3402000000>;tag=cam\r\n\
-             To: <sip:34020000002000000001@3402000000>\r\n\
-             Call-ID: persist-{}\r\n\
-             CSeq: 20 MESSAGE\r\n\
-             Max-Forwards: 70\r\n\
-             Content-Type: Application/MANSCDP+xml\r\n\
-             Content-Length: {}\r\n\r\n{body}",
-            common::client::branch(),
-            common::client::branch(),
-            body.len()
-        );
-        let resp = conn.request(msg.as_bytes());
+        let msg = manscdp_message(&conn, CAMERA, &body);
+        let resp = conn.request(&msg);
         assert_eq!(resp.code(), 200, "{resp:?}");
     }
     conn

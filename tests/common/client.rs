@@ -789,6 +789,30 @@ impl<C: Conn> Ua<C> {
     }
 }
 
+/// A GB28181 MANSCDP MESSAGE (keep-alive, catalog or device-info answer)
+/// from `device` to platform 34020000002000000001 in domain 3402000000, sent
+/// on this flow, with a fresh branch, tag and Call-ID.
+pub fn manscdp_message(conn: &dyn Conn, device: &str, body: &str) -> Vec<u8> {
+    format!(
+        "MESSAGE sip:34020000002000000001@3402000000 SIP/2.0\r\n\
+         Via: SIP/2.0/{} {};rport;branch={}\r\n\
+         From: <sip:{device}@3402000000>;tag={}\r\n\
+         To: <sip:34020000002000000001@3402000000>\r\n\
+         Call-ID: {}\r\n\
+         CSeq: 20 MESSAGE\r\n\
+         Max-Forwards: 70\r\n\
+         Content-Type: Application/MANSCDP+xml\r\n\
+         Content-Length: {}\r\n\r\n{body}",
+        conn.transport(),
+        conn.local_addr(),
+        branch(),
+        unique("tag"),
+        unique("cid-"),
+        body.len()
+    )
+    .into_bytes()
+}
+
 /// Polls `f` every 50 ms until it returns `Some` or `timeout` passes.
 pub fn poll_until<T>(timeout: Duration, mut f: impl FnMut() -> Option<T>) -> Option<T> {
     let deadline = Instant::now() + timeout;
