@@ -76,17 +76,25 @@ fn mutated() -> impl Strategy<Value = Vec<u8>> {
         })
 }
 
+/// Runs `input` through the scanner, and behind the selector byte `sel`
+/// through the framer and once through a fresh request path; returns that
+/// harness and the selected input for further runs.
+fn every_target(input: &[u8], sel: u8) -> (RequestHarness, Vec<u8>) {
+    scan(input);
+    let mut framed = vec![sel];
+    framed.extend_from_slice(input);
+    frame_stream(&framed);
+    let mut harness = RequestHarness::new();
+    harness.run(&framed);
+    (harness, framed)
+}
+
 proptest! {
     #![proptest_config(ProptestConfig { cases: 1500, ..ProptestConfig::default() })]
 
     #[test]
     fn mutated_captures_never_panic_any_target(input in mutated(), sel in any::<u8>()) {
-        scan(&input);
-        let mut framed = vec![sel];
-        framed.extend_from_slice(&input);
-        frame_stream(&framed);
-        let mut harness = RequestHarness::new();
-        harness.run(&framed);
+        every_target(&input, sel);
     }
 }
 
@@ -225,12 +233,7 @@ proptest! {
     /// then the per-device memory bounds.
     #[test]
     fn boundary_numbers_through_every_target(input in boundary_numbers(), sel in any::<u8>()) {
-        scan(&input);
-        let mut framed = vec![sel];
-        framed.extend_from_slice(&input);
-        frame_stream(&framed);
-        let mut harness = RequestHarness::new();
-        harness.run(&framed);
+        let (mut harness, framed) = every_target(&input, sel);
         harness.run(&framed);
         harness.check_bounds();
     }
