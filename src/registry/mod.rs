@@ -387,7 +387,7 @@ impl Registry {
         })
     }
 
-    /// Visits every device (admin listing, snapshots). Each shard is read-locked
+    /// Visits every device (metrics totals, fuzzing bounds). Each shard is read-locked
     /// only while its own devices are visited.
     pub fn for_each(&self, mut f: impl FnMut(&Device)) {
         for d in self.map.iter() {
