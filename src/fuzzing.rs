@@ -312,15 +312,15 @@ impl RequestHarness {
     /// XML field cap, stored header values by the scanner's line cap.
     pub fn check_bounds(&self) {
         let max_contacts = self.registrar.policy.max_contacts;
-        self.registrar.registry.for_each(|d| {
-            let aor = String::from_utf8_lossy(&d.aor);
+        self.registrar.registry.for_each(|aor, d| {
+            let aor = String::from_utf8_lossy(aor);
             assert!(d.bindings.len() <= max_contacts, "{aor}: bindings");
             for b in &d.bindings {
-                for v in [&b.uri, &b.call_id, &b.user_agent] {
+                for v in [b.uri(), b.call_id(), b.user_agent()] {
                     assert!(v.len() <= sip::MAX_LINE, "{aor}: stored value");
                 }
             }
-            for list in [&d.gb.channels, &d.gb.pending_channels] {
+            for list in [&d.gb().channels, &d.gb().pending_channels] {
                 assert!(list.len() <= MAX_CHANNELS, "{aor}: channels");
                 for c in list {
                     for f in [&c.device_id, &c.name, &c.address, &c.parent_id] {

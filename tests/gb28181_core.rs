@@ -121,21 +121,21 @@ impl Fixture {
 
     fn catalog(&self) -> CatalogStatus {
         self.registry
-            .read(DEVICE.as_bytes(), |d| d.map(|d| d.gb.catalog.clone()))
+            .read(DEVICE.as_bytes(), |d| d.map(|d| d.gb().catalog.clone()))
             .unwrap()
     }
 
     fn channel_names(&self) -> Vec<String> {
         self.registry
             .read(DEVICE.as_bytes(), |d| {
-                d.map(|d| d.gb.channels.iter().map(|c| c.name.clone()).collect())
+                d.map(|d| d.gb().channels.iter().map(|c| c.name.clone()).collect())
             })
             .unwrap()
     }
 
     fn online(&self) -> bool {
         self.registry
-            .read(DEVICE.as_bytes(), |d| d.is_some_and(|d| d.gb.online))
+            .read(DEVICE.as_bytes(), |d| d.is_some_and(|d| d.gb().online))
     }
 }
 
@@ -405,7 +405,7 @@ fn device_info_is_stored() {
     assert_eq!(f.send(&message("i1", &body), 2000), Handled::Reply(200));
     let info = f
         .registry
-        .read(DEVICE.as_bytes(), |d| d.unwrap().gb.info.clone())
+        .read(DEVICE.as_bytes(), |d| d.unwrap().gb().info.clone())
         .unwrap();
     assert_eq!(
         (info.model.as_str(), info.firmware.as_str(), info.channels),

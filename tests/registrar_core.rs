@@ -108,7 +108,7 @@ fn tcp_binding_remembers_its_connection_source_and_deadline() {
     assert_eq!(b.transport, Transport::Tcp);
     assert_eq!(b.conn, Some(conn));
     assert_eq!(b.source, source);
-    assert_eq!(&*b.user_agent, b"Core/1.0");
+    assert_eq!(b.user_agent(), b"Core/1.0");
     assert_eq!(b.q, Some(500));
     assert_eq!(b.expires_at_ms, 130_000);
 }

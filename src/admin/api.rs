@@ -341,8 +341,8 @@ fn text(b: &[u8]) -> Cow<'_, str> {
 /// Online as an operator means it: a GB28181 device by its keep-alive state,
 /// any other device by having a live binding.
 pub fn is_online(d: &Device) -> bool {
-    if d.gb.known {
-        d.gb.online
+    if d.gb().known {
+        d.gb().online
     } else {
         !d.bindings.is_empty()
     }
@@ -372,13 +372,13 @@ fn list(state: &AdminState, query: &str) -> Result<Response, ApiError> {
     let mut devices = Vec::with_capacity(page.limit.min(state.registry.len()));
     // The closure copies a few fields under the shard's read lock and nothing
     // else; rendering happens after the walk.
-    let total = state.registry.page(page.offset, page.limit, |d| {
+    let total = state.registry.page(page.offset, page.limit, |aor, d| {
         devices.push(Summary {
-            id: text(&d.aor).into_owned(),
+            id: text(aor).into_owned(),
             online: is_online(d),
-            gb28181: d.gb.known,
+            gb28181: d.gb().known,
             bindings: d.bindings.len(),
-            last_keepalive: d.gb.last_keepalive_unix,
+            last_keepalive: d.gb().last_keepalive_unix,
         })
     });
     Ok(Response::json(
@@ -410,15 +410,15 @@ struct BindingView<'a> {
 impl<'a> BindingView<'a> {
     fn new(b: &'a Binding, now_ms: u64) -> Self {
         BindingView {
-            contact: text(&b.uri),
+            contact: text(b.uri()),
             source: b.source,
             transport: b.transport.as_str(),
             expires_in: b.remaining_secs(now_ms),
             q: b.q.map(|q| f64::from(q) / 1000.0),
-            user_agent: text(&b.user_agent),
-            instance: b.instance.as_deref().map(text),
+            user_agent: text(b.user_agent()),
+            instance: b.instance().map(text),
             reg_id: b.reg_id,
-            call_id: text(&b.call_id),
+            call_id: text(b.call_id()),
             cseq: b.cseq,
         }
     }
@@ -545,10 +545,10 @@ struct DeviceView<'a> {
 }
 
 impl<'a> DeviceView<'a> {
-    fn new(d: &'a Device, now_ms: u64) -> Self {
-        let gb = &d.gb;
+    fn new(aor: &'a [u8], d: &'a Device, now_ms: u64) -> Self {
+        let gb = d.gb();
         DeviceView {
-            id: text(&d.aor),
+            id: text(aor),
             online: is_online(d),
             bindings: d
                 .bindings
@@ -577,7 +577,7 @@ fn device(state: &AdminState, id: &str, now_ms: u64) -> Result<Response, ApiErro
     state
         .registry
         .read(&id, |d| {
-            d.map(|d| Response::json(200, &DeviceView::new(d, now_ms)))
+            d.map(|d| Response::json(200, &DeviceView::new(&id, d, now_ms)))
         })
         .ok_or(ApiError::UnknownDevice)
 }
@@ -613,7 +613,7 @@ fn lookup(state: &AdminState, aor: &str, now_ms: u64) -> Result<Response, ApiErr
                 Response::json(
                     200,
                     &Lookup {
-                        aor: text(&d.aor),
+                        aor: text(key),
                         bindings: live
                             .into_iter()
                             .map(|b| BindingView::new(b, now_ms))

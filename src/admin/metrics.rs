@@ -81,13 +81,13 @@ pub struct TableCounts {
 /// counter that every registrar path would have to maintain.
 pub fn table_counts(state: &AdminState) -> TableCounts {
     let mut c = TableCounts::default();
-    state.registry.for_each(|d| {
+    state.registry.for_each(|_, d| {
         c.devices += 1;
         c.bindings += d.bindings.len() as u64;
         c.online += u64::from(super::api::is_online(d));
-        c.gb_known += u64::from(d.gb.known);
-        c.gb_online += u64::from(d.gb.known && d.gb.online);
-        c.channels += d.gb.channels.len() as u64;
+        c.gb_known += u64::from(d.gb().known);
+        c.gb_online += u64::from(d.gb().known && d.gb().online);
+        c.channels += d.gb().channels.len() as u64;
     });
     c
 }

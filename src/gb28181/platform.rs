@@ -167,8 +167,8 @@ impl Platform {
             }
             Manscdp::DeviceInfo { info, .. } => {
                 self.registry.modify(aor, |d| {
-                    if !d.bindings.is_empty() || d.gb.known {
-                        d.gb.info = Some(Box::new(info));
+                    if !d.bindings.is_empty() || d.gb().known {
+                        d.gb_mut().info = Some(Box::new(info));
                     }
                 });
                 reply(out, 200, "OK")
@@ -196,23 +196,24 @@ impl Platform {
             ElsewhereFrom,
         }
         let timeout = self.cfg.keepalive_timeout_ms;
-        let verdict = self.registry.modify(aor, |d| {
+        let verdict = self.registry.modify_keyed(aor, |key, d| {
             if d.bindings.is_empty() {
                 return Verdict::NotRegistered;
             }
             if !d.bindings.iter().any(|b| same_flow(b, inb)) {
                 return Verdict::ElsewhereFrom;
             }
-            d.gb.known = true;
-            d.gb.online = true;
-            d.gb.last_keepalive_unix = Some(now.unix_secs);
-            d.gb.keepalive_deadline_ms = Some(now.mono_ms + timeout);
-            d.gb.keepalive_generation += 1;
+            let gb = d.gb_mut();
+            gb.known = true;
+            gb.online = true;
+            gb.last_keepalive_unix = Some(now.unix_secs);
+            gb.keepalive_deadline_ms = Some(now.mono_ms + timeout);
+            gb.keepalive_generation += 1;
             Verdict::Ok(Timer {
                 deadline_ms: now.mono_ms + timeout,
                 event: TimerEvent::KeepaliveTimeout {
-                    aor: d.aor.clone(),
-                    generation: d.gb.keepalive_generation,
+                    aor: key.clone(),
+                    generation: gb.keepalive_generation,
                 },
             })
         });
@@ -248,48 +249,48 @@ impl Platform {
     ) -> usize {
         let timeout = self.cfg.query_timeout_ms;
         let mut over_cap = 0;
-        let started = self.registry.modify(aor, |d| {
-            if d.bindings.is_empty() && !d.gb.known {
+        let started = self.registry.modify_keyed(aor, |key, d| {
+            if d.bindings.is_empty() && !d.gb().known {
                 return None;
             }
-            d.gb.known = true;
-            let same_sn = matches!(d.gb.catalog, CatalogStatus::Pending { sn: s, .. } if s == sn);
+            let gb = d.gb_mut();
+            gb.known = true;
+            let same_sn = matches!(gb.catalog, CatalogStatus::Pending { sn: s, .. } if s == sn);
             // A part of an SN we did not ask for (or a newer one) starts afresh.
             let fresh = !same_sn;
             if fresh {
-                d.gb.pending_channels.clear();
+                gb.pending_channels.clear();
             }
             let total = items.len();
             for (i, item) in items.into_iter().enumerate() {
-                if d.gb.pending_channels.len() >= MAX_CHANNELS {
+                if gb.pending_channels.len() >= MAX_CHANNELS {
                     over_cap = total - i;
                     break;
                 }
-                if !d
-                    .gb
+                if !gb
                     .pending_channels
                     .iter()
                     .any(|c| c.device_id == item.device_id)
                 {
-                    d.gb.pending_channels.push(item);
+                    gb.pending_channels.push(item);
                 }
             }
-            let received = d.gb.pending_channels.len();
+            let received = gb.pending_channels.len();
             let expected = sum_num.map(|n| n.min(MAX_CHANNELS));
             if expected.is_some_and(|n| received >= n) {
-                d.gb.channels = std::mem::take(&mut d.gb.pending_channels);
-                d.gb.catalog = CatalogStatus::Complete {
+                gb.channels = std::mem::take(&mut gb.pending_channels);
+                gb.catalog = CatalogStatus::Complete {
                     sn,
                     at_unix: now.unix_secs,
                 };
                 None
             } else {
-                d.gb.catalog = CatalogStatus::Pending {
+                gb.catalog = CatalogStatus::Pending {
                     sn,
                     received,
                     expected,
                 };
-                fresh.then(|| d.aor.clone())
+                fresh.then(|| key.clone())
             }
         });
         if let Some(aor) = started {
@@ -334,8 +335,8 @@ impl Platform {
         match event {
             TimerEvent::KeepaliveTimeout { aor, generation } => {
                 self.registry.modify(aor, |d| {
-                    if d.gb.keepalive_generation == *generation && d.gb.online {
-                        d.gb.online = false;
+                    if d.gb().keepalive_generation == *generation && d.gb().online {
+                        d.gb_mut().online = false;
                         WorkerStats::inc(&self.stats.went_offline);
                         log::info!(
                             "device {} offline: no keep-alive",
@@ -430,30 +431,28 @@ fn catalog_timed_out(d: &mut Device, sn: u32) {
         sn: pending,
         received,
         expected,
-    } = d.gb.catalog
+    } = d.gb().catalog
     else {
         return;
     };
     if pending != sn {
         return;
     }
+    let gb = d.gb_mut();
     if received == 0 {
-        d.gb.catalog = CatalogStatus::TimedOut { sn };
+        gb.catalog = CatalogStatus::TimedOut { sn };
         return;
     }
     // Report what arrived without wiping channels it did not mention.
-    for c in std::mem::take(&mut d.gb.pending_channels) {
-        let at =
-            d.gb.channels
-                .iter()
-                .position(|o| o.device_id == c.device_id);
+    for c in std::mem::take(&mut gb.pending_channels) {
+        let at = gb.channels.iter().position(|o| o.device_id == c.device_id);
         match at {
-            Some(i) => d.gb.channels[i] = c,
-            None if d.gb.channels.len() < MAX_CHANNELS => d.gb.channels.push(c),
+            Some(i) => gb.channels[i] = c,
+            None if gb.channels.len() < MAX_CHANNELS => gb.channels.push(c),
             None => {}
         }
     }
-    d.gb.catalog = CatalogStatus::Partial {
+    gb.catalog = CatalogStatus::Partial {
         sn,
         received,
         expected,
@@ -476,8 +475,8 @@ impl QuerySender for Platform {
         }
         let sn = self.next_sn.fetch_add(1, Ordering::Relaxed);
         let now = now_ms();
-        let target = self.registry.read(device_id, |d| {
-            let d = d.ok_or(QueryError::UnknownDevice)?;
+        let target = self.registry.read_keyed(device_id, |d| {
+            let (key, d) = d.ok_or(QueryError::UnknownDevice)?;
             // The freshest binding is the flow the device uses now.
             let b = d
                 .bindings
@@ -488,17 +487,18 @@ impl QuerySender for Platform {
                 (Transport::Tcp, Some(c)) => Dest::Tcp(c),
                 _ => Dest::Udp(b.source),
             };
-            Ok((d.aor.clone(), b.uri.clone(), b.source, b.transport, dest))
+            Ok((key.clone(), b.uri().to_vec(), b.source, b.transport, dest))
         });
         let (aor, contact, source, transport, dest) = target?;
         if kind == QueryKind::Catalog {
             self.registry.modify(&aor, |d| {
-                d.gb.catalog = CatalogStatus::Pending {
+                let gb = d.gb_mut();
+                gb.catalog = CatalogStatus::Pending {
                     sn,
                     received: 0,
                     expected: None,
                 };
-                d.gb.pending_channels.clear();
+                gb.pending_channels.clear();
             });
         }
         let tx = self.next_tx.fetch_add(1, Ordering::Relaxed);

@@ -22,7 +22,8 @@
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 
 use crate::registry::{
-    Binding, CatalogStatus, Channel, Device, DeviceInfo, GbState, Transport, MAX_AOR,
+    Binding, BindingText, CatalogStatus, Channel, Device, DeviceInfo, GbState, Transport, MAX_AOR,
+    MAX_TEXT_PART,
 };
 
 pub const MAGIC: &[u8; 8] = b"SIPREGST";
@@ -97,7 +98,8 @@ pub struct Restored {
     pub aor: Vec<u8>,
     /// Bindings still live at load time, deadlines on the new monotonic clock.
     pub bindings: Vec<Binding>,
-    pub gb: GbState,
+    /// `None` for a device that never spoke GB28181.
+    pub gb: Option<GbState>,
 }
 
 /// Writes the header; records follow with [`push_device`], then [`finish`].
@@ -108,17 +110,17 @@ pub fn push_header(out: &mut Vec<u8>, saved_at_unix_ms: u64) {
 }
 
 /// Appends one device record.
-pub fn push_device(out: &mut Vec<u8>, d: &Device, clock: Clock) {
+pub fn push_device(out: &mut Vec<u8>, aor: &[u8], d: &Device, clock: Clock) {
     out.push(DEVICE_TAG);
     let len_at = out.len();
     out.extend_from_slice(&[0; 4]);
     let start = out.len();
-    put_bytes(out, &d.aor);
+    put_bytes(out, aor);
     put_u32(out, d.bindings.len() as u32);
     for b in &d.bindings {
         put_binding(out, b, clock);
     }
-    put_gb(out, &d.gb, clock);
+    put_gb(out, d.gb(), clock);
     let len = (out.len() - start) as u32;
     out[len_at..start].copy_from_slice(&len.to_le_bytes());
 }
@@ -175,8 +177,8 @@ fn put_addr(out: &mut Vec<u8>, a: SocketAddr) {
 }
 
 fn put_binding(out: &mut Vec<u8>, b: &Binding, clock: Clock) {
-    put_bytes(out, &b.uri);
-    match &b.instance {
+    put_bytes(out, b.uri());
+    match b.instance() {
         None => out.push(0),
         Some(i) => {
             out.push(1);
@@ -186,14 +188,14 @@ fn put_binding(out: &mut Vec<u8>, b: &Binding, clock: Clock) {
     put_opt(out, b.reg_id, put_u32);
     put_opt(out, b.q, |o, q| o.extend_from_slice(&q.to_le_bytes()));
     put_u64(out, clock.to_unix(b.expires_at_ms));
-    put_bytes(out, &b.call_id);
+    put_bytes(out, b.call_id());
     put_u32(out, b.cseq);
     put_addr(out, b.source);
     out.push(match b.transport {
         Transport::Udp => 0,
         Transport::Tcp => 1,
     });
-    put_bytes(out, &b.user_agent);
+    put_bytes(out, b.user_agent());
 }
 
 fn put_gb(out: &mut Vec<u8>, gb: &GbState, clock: Clock) {
@@ -328,7 +330,7 @@ impl<'a> Snapshot<'a> {
                 return Err(FormatError::Corrupt("trailing bytes in a device record"));
             }
             n += 1;
-            if !device.bindings.is_empty() || device.gb.known {
+            if !device.bindings.is_empty() || device.gb.as_ref().is_some_and(|g| g.known) {
                 f(device);
             }
         }
@@ -358,7 +360,8 @@ fn device(r: &mut Reader<'_>, clock: Clock) -> Result<Restored, FormatError> {
     Ok(Restored {
         aor: aor.to_vec(),
         bindings,
-        gb,
+        // Phones have nothing here: they get no GB28181 state back.
+        gb: Some(gb).filter(|g| *g != GbState::default()),
     })
 }
 
@@ -369,10 +372,10 @@ const MIN_CHANNEL_LEN: usize = 7 * 4 + 2;
 
 /// Decodes a binding; `None` when it expired while sipreg was down.
 fn binding(r: &mut Reader<'_>, clock: Clock) -> Result<Option<Binding>, FormatError> {
-    let uri = r.bytes()?.into();
+    let uri = r.text()?;
     let instance = match r.u8()? {
         0 => None,
-        1 => Some(r.bytes()?.into()),
+        1 => Some(r.text()?),
         _ => return Err(FormatError::Corrupt("option flag")),
     };
     let reg_id = r.opt(Reader::u32)?;
@@ -381,7 +384,7 @@ fn binding(r: &mut Reader<'_>, clock: Clock) -> Result<Option<Binding>, FormatEr
         return Err(FormatError::Corrupt("q-value above 1"));
     }
     let expires_unix = r.u64()?;
-    let call_id = r.bytes()?.into();
+    let call_id = r.text()?;
     let cseq = r.u32()?;
     let source = r.addr()?;
     let transport = match r.u8()? {
@@ -389,20 +392,21 @@ fn binding(r: &mut Reader<'_>, clock: Clock) -> Result<Option<Binding>, FormatEr
         1 => Transport::Tcp,
         _ => return Err(FormatError::Corrupt("transport")),
     };
-    let user_agent = r.bytes()?.into();
-    Ok(clock.to_mono(expires_unix).map(|expires_at_ms| Binding {
-        uri,
-        instance,
-        reg_id,
-        q,
-        expires_at_ms,
-        call_id,
-        cseq,
-        source,
-        transport,
-        // The connection closed with the old process.
-        conn: None,
-        user_agent,
+    let user_agent = r.text()?;
+    Ok(clock.to_mono(expires_unix).map(|expires_at_ms| {
+        let text = BindingText {
+            uri,
+            instance,
+            call_id,
+            user_agent,
+        };
+        // The connection closed with the old process: `conn` stays empty.
+        let mut b = Binding::new(text, source, transport);
+        b.reg_id = reg_id;
+        b.q = q;
+        b.expires_at_ms = expires_at_ms;
+        b.cseq = cseq;
+        b
     }))
 }
 
@@ -543,6 +547,15 @@ impl<'a> Reader<'a> {
         self.take(len)
     }
 
+    /// A binding's string: longer than a binding can hold is corrupt.
+    fn text(&mut self) -> Result<&'a [u8], FormatError> {
+        let b = self.bytes()?;
+        if b.len() > MAX_TEXT_PART {
+            return Err(FormatError::Corrupt("binding text too long"));
+        }
+        Ok(b)
+    }
+
     fn string(&mut self) -> Result<String, FormatError> {
         std::str::from_utf8(self.bytes()?)
             .map(str::to_owned)
@@ -580,19 +593,18 @@ mod tests {
     };
 
     fn binding(uri: &str, expires_at_ms: u64) -> Binding {
-        Binding {
-            uri: uri.as_bytes().into(),
-            instance: Some(b"<urn:uuid:1>".as_slice().into()),
-            reg_id: Some(1),
-            q: Some(500),
-            expires_at_ms,
-            call_id: b"call-1".as_slice().into(),
-            cseq: 42,
-            source: "[2001:db8::1]:5062".parse().unwrap(),
-            transport: Transport::Tcp,
-            conn: None,
-            user_agent: b"Linphone".as_slice().into(),
-        }
+        let text = BindingText {
+            uri: uri.as_bytes(),
+            instance: Some(b"<urn:uuid:1>"),
+            call_id: b"call-1",
+            user_agent: b"Linphone",
+        };
+        let mut b = Binding::new(text, "[2001:db8::1]:5062".parse().unwrap(), Transport::Tcp);
+        b.reg_id = Some(1);
+        b.q = Some(500);
+        b.expires_at_ms = expires_at_ms;
+        b.cseq = 42;
+        b
     }
 
     fn camera_gb() -> GbState {
@@ -637,8 +649,9 @@ mod tests {
             b.source = "10.0.0.9:5060".parse().unwrap();
             b.transport = Transport::Udp;
             d.bindings.push(b);
-            d.gb = GbState {
-                keepalive_generation: d.gb.keepalive_generation,
+            let gb = d.gb_mut();
+            *gb = GbState {
+                keepalive_generation: gb.keepalive_generation,
                 ..camera_gb()
             };
         });
@@ -646,7 +659,7 @@ mod tests {
         push_header(&mut out, CLOCK.unix_ms);
         let mut n = 0;
         for k in r.keys() {
-            r.read(&k, |d| push_device(&mut out, d.unwrap(), CLOCK));
+            r.read(&k, |d| push_device(&mut out, &k, d.unwrap(), CLOCK));
             n += 1;
         }
         let mut crc = crc32fast::Hasher::new();
@@ -679,13 +692,13 @@ mod tests {
         let b = &alice.bindings[0];
         assert_eq!(b.expires_at_ms, 7 + 500_000);
         assert_eq!(
-            (b.uri.as_ref(), b.q, b.reg_id, b.cseq),
+            (b.uri(), b.q, b.reg_id, b.cseq),
             (&b"sip:alice@10.0.0.1"[..], Some(500), Some(1), 42)
         );
         assert_eq!(b.source, "[2001:db8::1]:5062".parse().unwrap());
         assert_eq!(b.transport, Transport::Tcp);
-        assert_eq!(b.instance.as_deref(), Some(&b"<urn:uuid:1>"[..]));
-        assert_eq!(&*b.user_agent, b"Linphone");
+        assert_eq!(b.instance(), Some(&b"<urn:uuid:1>"[..]));
+        assert_eq!(b.user_agent(), b"Linphone");
         assert_eq!(b.conn, None);
 
         assert_eq!(camera.aor, b"34020000001110000001");
@@ -694,7 +707,9 @@ mod tests {
             keepalive_generation: 0,
             ..camera_gb()
         };
-        assert_eq!(camera.gb, want);
+        assert_eq!(camera.gb, Some(want));
+        // A phone gets no GB28181 state back.
+        assert_eq!(alice.gb, None);
     }
 
     #[test]
@@ -704,8 +719,9 @@ mod tests {
             unix_ms: CLOCK.unix_ms + 200_000,
         };
         let v = decode_all(&snapshot_bytes(), later).unwrap();
-        assert!(v[0].gb.known && !v[0].gb.online);
-        assert_eq!(v[0].gb.keepalive_deadline_ms, None);
+        let gb = v[0].gb.as_ref().unwrap();
+        assert!(gb.known && !gb.online);
+        assert_eq!(gb.keepalive_deadline_ms, None);
     }
 
     #[test]

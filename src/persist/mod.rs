@@ -141,7 +141,7 @@ pub fn save(registry: &Registry, path: &Path, pace: Pace) -> Result<Saved, Persi
         registry.read(&aor, |d| {
             // Gone since the keys were copied: nothing to save.
             if let Some(d) = d {
-                format::push_device(&mut buf, d, clock);
+                format::push_device(&mut buf, &aor, d, clock);
                 devices += 1;
             }
         });

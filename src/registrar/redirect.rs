@@ -208,7 +208,7 @@ fn answer(
         let buf = w.raw();
         for b in live {
             buf.extend_from_slice(b"Contact: <");
-            buf.extend_from_slice(&b.uri);
+            buf.extend_from_slice(b.uri());
             buf.extend_from_slice(b">;q=");
             super::register::push_qvalue(buf, b.q.unwrap_or(1000));
             buf.extend_from_slice(b";expires=");

@@ -4,7 +4,7 @@
 
 use crate::auth::{AuthError, DigestResponse, Verdict};
 use crate::gb28181::{QueryKind, QuerySender};
-use crate::registry::{aor_key, Binding, Device, MAX_AOR};
+use crate::registry::{aor_key, Binding, BindingText, Device, MAX_AOR};
 use crate::sip::bytes::push_u64;
 use crate::sip::{self, AuthHeader, HeaderId, Message, NameAddr, Scheme, Uri};
 use crate::stats::WorkerStats;
@@ -130,12 +130,12 @@ pub(super) fn handle(
     };
 
     // Step 7: apply atomically; step 8: answer with every binding.
-    let outcome = r.registry.modify(aor, |dev| {
+    let outcome = r.registry.modify_keyed(aor, |key, dev| {
         if wildcard {
             if dev
                 .bindings
                 .iter()
-                .any(|b| &*b.call_id == call_id && cseq < b.cseq)
+                .any(|b| b.call_id() == call_id && cseq < b.cseq)
             {
                 return Outcome::OutOfOrder;
             }
@@ -145,10 +145,11 @@ pub(super) fn handle(
                     std::sync::atomic::Ordering::Relaxed,
                 );
                 dev.bindings.clear();
-                dev.generation += 1;
-                dev.gb.online = false;
+                if dev.gb().known {
+                    dev.gb_mut().online = false;
+                }
             }
-            write_ok(r, out, msg, inb, now, dev);
+            write_ok(r, out, msg, inb, now, aor, dev);
             return Outcome::Ok(None, false);
         }
         // §10.3 step 7: a binding made by this Call-ID with a higher CSeq means
@@ -156,14 +157,14 @@ pub(super) fn handle(
         // request already applied (a retransmission with a new branch), so the
         // answer is the current state and nothing changes.
         let mut repeat = false;
-        for b in dev.bindings.iter().filter(|b| &*b.call_id == call_id) {
+        for b in dev.bindings.iter().filter(|b| b.call_id() == call_id) {
             if cseq < b.cseq {
                 return Outcome::OutOfOrder;
             }
             repeat |= cseq == b.cseq;
         }
         if repeat {
-            write_ok(r, out, msg, inb, now, dev);
+            write_ok(r, out, msg, inb, now, aor, dev);
             return Outcome::Ok(None, false);
         }
         let was_unbound = dev.bindings.is_empty();
@@ -216,35 +217,31 @@ pub(super) fn handle(
                 }
                 None if expires == 0 => {}
                 None => {
-                    // Exact growth: a Vec's first push would make room for
-                    // four bindings (600 bytes) where most devices have one.
-                    dev.bindings.reserve_exact(1);
                     dev.bindings.push(new_binding(&c, &update));
                     WorkerStats::inc(&stats.bindings_added);
                     changed = true;
                 }
             }
         }
-        if changed {
-            dev.generation += 1;
-        }
         // GB28181: a registration brings a known device back online, removing
         // its last binding takes it offline.
-        if dev.gb.known {
-            dev.gb.online = !dev.bindings.is_empty();
+        if dev.gb().known {
+            dev.gb_mut().online = !dev.bindings.is_empty();
         }
-        write_ok(r, out, msg, inb, now, dev);
-        let timer = dev
-            .next_deadline_ms()
-            .filter(|_| changed)
-            .map(|deadline_ms| Timer {
+        write_ok(r, out, msg, inb, now, aor, dev);
+        // A refresh usually schedules nothing: the device's pending expiry
+        // event comes first and re-arms itself (`Device::arm_expiry`).
+        let timer = changed
+            .then(|| dev.arm_expiry())
+            .flatten()
+            .map(|(deadline_ms, generation)| Timer {
                 deadline_ms,
                 event: TimerEvent::Expiry {
-                    aor: dev.aor.clone(),
-                    generation: dev.generation,
+                    aor: key.clone(),
+                    generation,
                 },
             });
-        let first_binding = was_unbound && !dev.bindings.is_empty() && is_gb28181(dev);
+        let first_binding = was_unbound && !dev.bindings.is_empty() && is_gb28181(aor, dev);
         Outcome::Ok(timer, first_binding)
     });
     match outcome {
@@ -298,9 +295,9 @@ fn find<'d>(dev: &'d Device, c: &NameAddr<'_>) -> Option<&'d Binding> {
 /// RFC 5626 §6: with `+sip.instance` (and reg-id) the instance identifies the
 /// binding; otherwise the Contact URI does (RFC 3261 §10.3 step 7).
 fn same_binding(b: &Binding, c: &NameAddr<'_>) -> bool {
-    match (&b.instance, instance(c)) {
-        (Some(bi), Some(ci)) => &**bi == ci && b.reg_id == reg_id(c),
-        _ => &*b.uri == c.uri,
+    match (b.instance(), instance(c)) {
+        (Some(bi), Some(ci)) => bi == ci && b.reg_id == reg_id(c),
+        _ => b.uri() == c.uri,
     }
 }
 
@@ -340,33 +337,26 @@ impl ContactUpdate<'_> {
 }
 
 fn new_binding(c: &NameAddr<'_>, u: &ContactUpdate<'_>) -> Binding {
-    Binding {
-        uri: c.uri.into(),
-        instance: instance(c).map(Into::into),
-        reg_id: reg_id(c),
-        q: c.q().and_then(Result::ok),
-        expires_at_ms: u.deadline_ms(),
-        call_id: u.call_id.into(),
-        cseq: u.cseq,
-        source: u.inb.source,
-        transport: u.inb.transport,
-        conn: u.inb.conn,
-        user_agent: u.user_agent.into(),
-    }
+    let text = BindingText {
+        uri: c.uri,
+        instance: instance(c),
+        call_id: u.call_id,
+        user_agent: u.user_agent,
+    };
+    let mut b = Binding::new(text, u.inb.source, u.inb.transport);
+    b.reg_id = reg_id(c);
+    b.q = c.q().and_then(Result::ok);
+    b.expires_at_ms = u.deadline_ms();
+    b.cseq = u.cseq;
+    b.conn = u.inb.conn;
+    b
 }
 
-/// Updates a binding in place, allocating only for values that changed.
+/// Updates a binding in place; allocates only when its strings change length.
 fn refresh(b: &mut Binding, c: &NameAddr<'_>, u: &ContactUpdate<'_>) {
     b.expires_at_ms = u.deadline_ms();
-    if &*b.call_id != u.call_id {
-        b.call_id = u.call_id.into();
-    }
-    if &*b.uri != c.uri {
-        b.uri = c.uri.into();
-    }
-    if &*b.user_agent != u.user_agent {
-        b.user_agent = u.user_agent.into();
-    }
+    // The instance stays: it (or the URI) is what matched this binding.
+    b.set_text_keeping_instance(c.uri, u.call_id, u.user_agent);
     b.cseq = u.cseq;
     b.q = c.q().and_then(Result::ok);
     b.source = u.inb.source;
@@ -382,13 +372,14 @@ fn write_ok(
     msg: &Message<'_>,
     inb: &Inbound<'_>,
     now: Now,
+    aor: &[u8],
     dev: &Device,
 ) {
     let mut w = r.start(out, msg, inb, 200, b"OK");
     let buf = w.raw();
     for b in &dev.bindings {
         buf.extend_from_slice(b"Contact: <");
-        buf.extend_from_slice(&b.uri);
+        buf.extend_from_slice(b.uri());
         buf.extend_from_slice(b">;expires=");
         push_u64(buf, b.remaining_secs(now.mono_ms));
         if let Some(q) = b.q {
@@ -398,7 +389,7 @@ fn write_ok(
         buf.extend_from_slice(b"\r\n");
     }
     buf.extend_from_slice(b"Date: ");
-    if is_gb28181(dev) {
+    if is_gb28181(aor, dev) {
         date::push_gb28181(buf, now.unix_secs, now.unix_millis);
     } else {
         date::push_rfc1123(buf, now.unix_secs);
@@ -410,9 +401,9 @@ fn write_ok(
 /// GB28181 devices take their clock from the REGISTER 200's Date in the
 /// GB form: a device already seen speaking MANSCDP, or one whose id is a
 /// GB28181 code (all digits; 20 by the standard, 18 on older Hikvision units).
-fn is_gb28181(dev: &Device) -> bool {
-    let user = dev.aor.split(|&c| c == b'@').next().unwrap_or(&[]);
-    dev.gb.known || (user.len() >= 18 && user.iter().all(u8::is_ascii_digit))
+fn is_gb28181(aor: &[u8], dev: &Device) -> bool {
+    let user = aor.split(|&c| c == b'@').next().unwrap_or(&[]);
+    dev.gb().known || (user.len() >= 18 && user.iter().all(u8::is_ascii_digit))
 }
 
 /// Thousandths back to a qvalue: 1000 → "1", 500 → "0.5", 25 → "0.025".
@@ -535,7 +526,7 @@ fn is_repeat(r: &Registrar, aor: &[u8], msg: &Message<'_>) -> bool {
         d.is_some_and(|d| {
             d.bindings
                 .iter()
-                .any(|b| &*b.call_id == call_id && b.cseq == cseq)
+                .any(|b| b.call_id() == call_id && b.cseq == cseq)
         })
     })
 }

@@ -1,8 +1,26 @@
 //! The device table: one `DashMap` from address-of-record to [`Device`], shared
 //! by every worker. It is reached only through closures, so no shard guard
 //! escapes this module and no lock is held across a syscall or a channel send
-//! (STYLE habit 12). Timer events carry `(aor, generation)`: any change bumps the
-//! generation, which turns every older pending event into a no-op.
+//! (STYLE habit 12).
+//!
+//! # Expiry events
+//!
+//! Timer events carry `(aor, generation)`, and an event whose generation is not
+//! the device's is a no-op (nothing is ever cancelled). Unlike the first design
+//! (DESIGN.md: "a refresh bumps the generation"), a refresh leaves the device's
+//! one pending event alone: deadlines only move later, so the event fires
+//! early, finds the bindings live and re-arms itself at their new deadline
+//! ([`Device::arm_expiry`]). A new event (and generation) is needed only for a
+//! deadline earlier than the armed one. That keeps the wheel at one entry per
+//! device — one per refresh would hold 40 bytes per refresh until the old
+//! deadline — and saves the worker a channel send per refresh.
+//!
+//! # Memory
+//!
+//! A million registered phones is the sizing case (perf/RESULTS.md): the
+//! device does not repeat its key, GB28181 state is boxed and made on first
+//! use, the bindings are an exact-size boxed slice, and each binding keeps its
+//! strings in one allocation.
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -65,43 +83,269 @@ pub struct ConnRef {
     pub id: u64,
 }
 
+/// The strings of a binding, borrowed: what [`Binding::new`] stores and
+/// [`Binding::set_text`] replaces.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BindingText<'a> {
+    /// The Contact URI as the device sent it.
+    pub uri: &'a [u8],
+    /// RFC 5626 `+sip.instance`, when present.
+    pub instance: Option<&'a [u8]>,
+    pub call_id: &'a [u8],
+    pub user_agent: &'a [u8],
+}
+
+/// Longest part a binding stores; the registrar caps every part far below
+/// (1 KiB for the URI, 256 B for the others), so this only bounds the
+/// length fields.
+pub const MAX_TEXT_PART: usize = u16::MAX as usize - 1;
+/// `instance_len` of a binding without `+sip.instance`.
+const NO_INSTANCE: u16 = u16::MAX;
+
 /// One location binding (RFC 3261 §10): a Contact plus what the registrar
 /// learned about where it really is.
-#[derive(Debug, Clone, PartialEq, Eq)]
+///
+/// Its four strings share one allocation (`text`, read through the accessors):
+/// with a million devices, three or four small allocations per binding cost
+/// more in allocator headers and rounding than the strings themselves.
+#[derive(Clone, PartialEq, Eq)]
 pub struct Binding {
-    /// The Contact URI as the device sent it.
-    pub uri: Box<[u8]>,
-    /// RFC 5626 `+sip.instance`, when present.
-    pub instance: Option<Box<[u8]>>,
+    /// Contact URI, instance, Call-ID and User-Agent, back to back.
+    text: Box<[u8]>,
+    uri_len: u16,
+    /// [`NO_INSTANCE`] when the Contact had none.
+    instance_len: u16,
+    call_id_len: u16,
     pub reg_id: Option<u32>,
     /// q in thousandths, when the Contact carried one.
     pub q: Option<u16>,
     /// Monotonic deadline (see `timer::now_ms`).
     pub expires_at_ms: u64,
-    pub call_id: Box<[u8]>,
     pub cseq: u32,
     /// Where the REGISTER really came from (RFC 3581: NAT-facing address).
     pub source: SocketAddr,
     pub transport: Transport,
     pub conn: Option<ConnRef>,
-    pub user_agent: Box<[u8]>,
+}
+
+impl std::fmt::Debug for Binding {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let s = |b: &[u8]| String::from_utf8_lossy(b).into_owned();
+        f.debug_struct("Binding")
+            .field("uri", &s(self.uri()))
+            .field("instance", &self.instance().map(s))
+            .field("reg_id", &self.reg_id)
+            .field("q", &self.q)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .field("call_id", &s(self.call_id()))
+            .field("cseq", &self.cseq)
+            .field("source", &self.source)
+            .field("transport", &self.transport)
+            .field("conn", &self.conn)
+            .field("user_agent", &s(self.user_agent()))
+            .finish()
+    }
 }
 
 impl Binding {
+    /// A binding of `text` reached at `source`; the other fields start empty
+    /// (no reg-id, q, deadline, CSeq or connection) for the caller to set.
+    pub fn new(text: BindingText<'_>, source: SocketAddr, transport: Transport) -> Binding {
+        let mut b = Binding {
+            text: Box::default(),
+            uri_len: 0,
+            instance_len: NO_INSTANCE,
+            call_id_len: 0,
+            reg_id: None,
+            q: None,
+            expires_at_ms: 0,
+            cseq: 0,
+            source,
+            transport,
+            conn: None,
+        };
+        b.set_text(text);
+        b
+    }
+
+    pub fn uri(&self) -> &[u8] {
+        &self.text[..usize::from(self.uri_len)]
+    }
+
+    pub fn instance(&self) -> Option<&[u8]> {
+        (self.instance_len != NO_INSTANCE).then(|| {
+            let start = usize::from(self.uri_len);
+            &self.text[start..start + usize::from(self.instance_len)]
+        })
+    }
+
+    /// Length of the instance part of `text` (none: 0).
+    fn instance_bytes(&self) -> usize {
+        if self.instance_len == NO_INSTANCE {
+            0
+        } else {
+            usize::from(self.instance_len)
+        }
+    }
+
+    pub fn call_id(&self) -> &[u8] {
+        let start = usize::from(self.uri_len) + self.instance_bytes();
+        &self.text[start..start + usize::from(self.call_id_len)]
+    }
+
+    pub fn user_agent(&self) -> &[u8] {
+        let start =
+            usize::from(self.uri_len) + self.instance_bytes() + usize::from(self.call_id_len);
+        &self.text[start..]
+    }
+
+    /// The strings as they are now.
+    pub fn text(&self) -> BindingText<'_> {
+        BindingText {
+            uri: self.uri(),
+            instance: self.instance(),
+            call_id: self.call_id(),
+            user_agent: self.user_agent(),
+        }
+    }
+
+    /// Replaces the strings. Allocates only when the total length changes: a
+    /// refresh repeats them and must not allocate. Each part is cut at
+    /// [`MAX_TEXT_PART`] bytes.
+    pub fn set_text(&mut self, text: BindingText<'_>) {
+        if self.text() == text {
+            return;
+        }
+        let cut = |p: &'_ [u8]| -> usize { p.len().min(MAX_TEXT_PART) };
+        let parts: [&[u8]; 4] = [
+            &text.uri[..cut(text.uri)],
+            text.instance.map_or(&[][..], |i| &i[..cut(i)]),
+            &text.call_id[..cut(text.call_id)],
+            &text.user_agent[..cut(text.user_agent)],
+        ];
+        let total: usize = parts.iter().map(|p| p.len()).sum();
+        if total == self.text.len() {
+            // Same size (say, a new Call-ID of the usual length): reuse it.
+            let mut at = 0;
+            for p in parts {
+                self.text[at..at + p.len()].copy_from_slice(p);
+                at += p.len();
+            }
+        } else {
+            self.text = parts.concat().into_boxed_slice();
+        }
+        // Every part is at most MAX_TEXT_PART, which fits below NO_INSTANCE.
+        let len16 = |p: &[u8]| u16::try_from(p.len()).unwrap_or(NO_INSTANCE - 1);
+        self.uri_len = len16(parts[0]);
+        self.instance_len = if text.instance.is_some() {
+            len16(parts[1])
+        } else {
+            NO_INSTANCE
+        };
+        self.call_id_len = len16(parts[2]);
+    }
+
+    /// Replaces the URI, Call-ID and User-Agent and keeps the instance (what
+    /// a refresh does: the instance, or the URI, is what matched the binding).
+    pub fn set_text_keeping_instance(&mut self, uri: &[u8], call_id: &[u8], user_agent: &[u8]) {
+        let now = self.text();
+        if now.uri == uri && now.call_id == call_id && now.user_agent == user_agent {
+            return;
+        }
+        let instance = self.instance().map(<[u8]>::to_vec);
+        self.set_text(BindingText {
+            uri,
+            instance: instance.as_deref(),
+            call_id,
+            user_agent,
+        });
+    }
+
     /// Whole seconds left, rounded up so a live binding never shows 0.
     pub fn remaining_secs(&self, now_ms: u64) -> u64 {
         self.expires_at_ms.saturating_sub(now_ms).div_ceil(1000)
     }
 }
 
-/// Everything known about one address-of-record.
+/// A device's bindings: a boxed slice sized exactly, since most devices have
+/// one binding, and a `Vec` would keep spare room (its first push reserves
+/// four) and cost every device 8 more bytes.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Bindings(Box<[Binding]>);
+
+impl Bindings {
+    /// Adds a binding (reallocates: bindings are added rarely, refreshed often).
+    pub fn push(&mut self, b: Binding) {
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        v.reserve_exact(1);
+        v.push(b);
+        self.0 = v.into_boxed_slice();
+    }
+
+    /// Removes the binding at `i`, moving the last one into its place.
+    pub fn swap_remove(&mut self, i: usize) -> Binding {
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        let b = v.swap_remove(i);
+        self.0 = v.into_boxed_slice();
+        b
+    }
+
+    /// Keeps the bindings `keep` accepts; allocates only when some go.
+    pub fn retain(&mut self, mut keep: impl FnMut(&Binding) -> bool) {
+        if self.0.iter().all(&mut keep) {
+            return;
+        }
+        let mut v = std::mem::take(&mut self.0).into_vec();
+        v.retain(keep);
+        self.0 = v.into_boxed_slice();
+    }
+
+    pub fn clear(&mut self) {
+        self.0 = Box::default();
+    }
+}
+
+impl From<Vec<Binding>> for Bindings {
+    fn from(v: Vec<Binding>) -> Self {
+        Bindings(v.into_boxed_slice())
+    }
+}
+
+impl std::ops::Deref for Bindings {
+    type Target = [Binding];
+    fn deref(&self) -> &[Binding] {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Bindings {
+    fn deref_mut(&mut self) -> &mut [Binding] {
+        &mut self.0
+    }
+}
+
+impl<'a> IntoIterator for &'a Bindings {
+    type Item = &'a Binding;
+    type IntoIter = std::slice::Iter<'a, Binding>;
+    fn into_iter(self) -> Self::IntoIter {
+        self.0.iter()
+    }
+}
+
+/// Everything known about one address-of-record (the table's key, which the
+/// device does not repeat).
 #[derive(Debug)]
 pub struct Device {
-    pub aor: Aor,
-    pub bindings: Vec<Binding>,
+    pub bindings: Bindings,
+    /// Expiry events carry it; an event whose generation is not the device's
+    /// is stale.
     pub generation: u64,
-    /// GB28181 state; `Default` (nothing known) for ordinary SIP phones.
-    pub gb: GbState,
+    /// Deadline of the one live expiry event (the one carrying `generation`),
+    /// 0 when none is scheduled. See [`Device::arm_expiry`].
+    pub armed_ms: u64,
+    /// GB28181 state, boxed and created on first use: SIP phones, most of the
+    /// table, never have one.
+    gb: Option<Box<GbState>>,
 }
 
 /// What the platform knows about a GB28181 device (GB/T 28181 §9).
@@ -176,32 +420,81 @@ pub enum CatalogStatus {
     TimedOut { sn: u32 },
 }
 
+/// What a device without GB28181 state reads as.
+static NO_GB: GbState = GbState {
+    known: false,
+    online: false,
+    last_keepalive_unix: None,
+    keepalive_deadline_ms: None,
+    keepalive_generation: 0,
+    channels: Vec::new(),
+    catalog: CatalogStatus::NeverQueried,
+    pending_channels: Vec::new(),
+    info: None,
+};
+
 impl Device {
-    fn new(aor: Aor) -> Self {
+    fn new() -> Self {
         // Generations start from a process-wide counter, so a device removed
         // (admin DELETE) and registered again never matches a timer event
         // still pending for its earlier incarnation.
         static SEED: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(1);
         let seed = SEED.fetch_add(1 << 20, std::sync::atomic::Ordering::Relaxed);
         Device {
-            aor,
-            bindings: Vec::new(),
+            bindings: Bindings::default(),
             generation: seed,
-            gb: GbState {
-                keepalive_generation: seed,
-                ..GbState::default()
-            },
+            armed_ms: 0,
+            gb: None,
         }
+    }
+
+    /// The GB28181 state (all defaults for a device that has none).
+    pub fn gb(&self) -> &GbState {
+        self.gb.as_deref().unwrap_or(&NO_GB)
+    }
+
+    /// The GB28181 state to change, created on first use. Its keep-alive
+    /// generation starts from the device's, so it is unique in the process
+    /// as the device's is.
+    pub fn gb_mut(&mut self) -> &mut GbState {
+        let generation = self.generation;
+        self.gb.get_or_insert_with(|| {
+            Box::new(GbState {
+                keepalive_generation: generation,
+                ..GbState::default()
+            })
+        })
     }
 
     /// Nothing worth keeping: no binding and not a known GB28181 device.
     pub fn is_empty(&self) -> bool {
-        self.bindings.is_empty() && !self.gb.known
+        self.bindings.is_empty() && !self.gb().known
     }
 
     /// The earliest binding deadline, which is when the next expiry event is due.
     pub fn next_deadline_ms(&self) -> Option<u64> {
         self.bindings.iter().map(|b| b.expires_at_ms).min()
+    }
+
+    /// After the bindings changed: the expiry event to schedule, as
+    /// `(deadline_ms, generation)`, or `None` when the event already in the
+    /// wheel fires early enough.
+    ///
+    /// A device has at most one live expiry event. A refresh moves deadlines
+    /// later, so the live event stays: when it fires it finds the bindings
+    /// still live and is re-armed at their new deadline
+    /// ([`Expiry::Partial`]). Only a deadline earlier than the armed one (or
+    /// none armed) schedules a new event, under a new generation that makes
+    /// the old one stale. So a refresh sends nothing to the timer thread, and
+    /// the wheel holds one entry per device rather than one per refresh.
+    pub fn arm_expiry(&mut self) -> Option<(u64, u64)> {
+        let next = self.next_deadline_ms()?;
+        if self.armed_ms != 0 && self.armed_ms <= next {
+            return None;
+        }
+        self.generation += 1;
+        self.armed_ms = next;
+        Some((next, self.generation))
     }
 }
 
@@ -270,8 +563,13 @@ impl Registry {
 
     /// Reads one device under its shard's read lock.
     pub fn read<R>(&self, aor: &[u8], f: impl FnOnce(Option<&Device>) -> R) -> R {
+        self.read_keyed(aor, |d| f(d.map(|(_, d)| d)))
+    }
+
+    /// As [`read`](Self::read), with the table's key (for timer events).
+    pub fn read_keyed<R>(&self, aor: &[u8], f: impl FnOnce(Option<(&Aor, &Device)>) -> R) -> R {
         match self.map.get(aor) {
-            Some(d) => f(Some(&d)),
+            Some(d) => f(Some((d.key(), d.value()))),
             None => f(None),
         }
     }
@@ -281,8 +579,14 @@ impl Registry {
     /// known GB28181 device) is not kept.
     /// The common case (a known device) allocates nothing.
     pub fn modify<R>(&self, aor: &[u8], f: impl FnOnce(&mut Device) -> R) -> R {
+        self.modify_keyed(aor, |_, d| f(d))
+    }
+
+    /// As [`modify`](Self::modify), with the table's key (for timer events).
+    pub fn modify_keyed<R>(&self, aor: &[u8], f: impl FnOnce(&Aor, &mut Device) -> R) -> R {
         if let Some(mut d) = self.map.get_mut(aor) {
-            let r = f(&mut d);
+            let (key, device) = d.pair_mut();
+            let r = f(key, device);
             let empty = d.is_empty();
             drop(d);
             if empty {
@@ -293,15 +597,16 @@ impl Registry {
         let key: Aor = Arc::from(aor);
         match self.map.entry(key.clone()) {
             Entry::Occupied(mut o) => {
-                let r = f(o.get_mut());
+                let key = o.key().clone();
+                let r = f(&key, o.get_mut());
                 if o.get().is_empty() {
                     o.remove();
                 }
                 r
             }
             Entry::Vacant(v) => {
-                let mut d = Device::new(key);
-                let r = f(&mut d);
+                let mut d = Device::new();
+                let r = f(v.key(), &mut d);
                 if !d.is_empty() {
                     v.insert(Box::new(d));
                 }
@@ -311,41 +616,47 @@ impl Registry {
     }
 
     /// Handles an expiry event for `(aor, generation)` at `now_ms`.
+    ///
+    /// One table operation whatever the outcome (the timer thread does this
+    /// a million times in a mass expiry), and a removed device is freed after
+    /// its shard's lock is released.
     pub fn expire(&self, aor: &[u8], generation: u64, now_ms: u64) -> Expiry {
-        let Some(mut d) = self.map.get_mut(aor) else {
-            return Expiry::Stale;
-        };
-        if d.generation != generation {
-            return Expiry::Stale;
-        }
-        let before = d.bindings.len();
-        d.bindings.retain(|b| b.expires_at_ms > now_ms);
-        let removed = before - d.bindings.len();
-        match d.next_deadline_ms() {
-            Some(next_ms) => {
-                if removed > 0 {
+        let mut outcome = Expiry::Stale;
+        let removed_device = self.map.remove_if_mut(aor, |_, d| {
+            if d.generation != generation {
+                return false;
+            }
+            let before = d.bindings.len();
+            d.bindings.retain(|b| b.expires_at_ms > now_ms);
+            let removed = before - d.bindings.len();
+            match d.next_deadline_ms() {
+                Some(next_ms) => {
+                    // The same event goes back into the wheel (see `arm_expiry`).
+                    d.armed_ms = next_ms;
+                    outcome = Expiry::Partial {
+                        removed,
+                        next_ms,
+                        generation,
+                    };
+                    false
+                }
+                None if d.gb().known => {
+                    // GB28181 §9.6: a device whose registration lapsed is
+                    // offline, and stays listed for the operator.
+                    d.gb_mut().online = false;
                     d.generation += 1;
+                    d.armed_ms = 0;
+                    outcome = Expiry::Gone { removed };
+                    false
                 }
-                Expiry::Partial {
-                    removed,
-                    next_ms,
-                    generation: d.generation,
+                None => {
+                    outcome = Expiry::Gone { removed };
+                    true
                 }
             }
-            None if d.gb.known => {
-                // GB28181 §9.6: a device whose registration lapsed is offline,
-                // and stays listed for the operator.
-                d.gb.online = false;
-                d.generation += 1;
-                Expiry::Gone { removed }
-            }
-            None => {
-                drop(d);
-                self.map
-                    .remove_if(aor, |_, d| d.generation == generation && d.is_empty());
-                Expiry::Gone { removed }
-            }
-        }
+        });
+        drop(removed_device);
+        outcome
     }
 
     /// Removes a device outright (admin API); returns whether it existed.
@@ -355,9 +666,9 @@ impl Registry {
 
     /// Visits at most `limit` devices after skipping `offset`, in the table's
     /// (stable while unchanged) shard order; returns the total device count.
-    pub fn page(&self, offset: usize, limit: usize, mut f: impl FnMut(&Device)) -> usize {
+    pub fn page(&self, offset: usize, limit: usize, mut f: impl FnMut(&Aor, &Device)) -> usize {
         for d in self.map.iter().skip(offset).take(limit) {
-            f(&d);
+            f(d.key(), d.value());
         }
         self.map.len()
     }
@@ -370,28 +681,38 @@ impl Registry {
 
     /// Puts back a device loaded from a snapshot, under a fresh generation.
     /// Returns what its timers need, or `None` when there was nothing to keep.
-    pub fn restore(&self, aor: &[u8], bindings: Vec<Binding>, gb: GbState) -> Option<Restored> {
-        self.modify(aor, |d| {
-            d.bindings = bindings;
-            d.gb = GbState {
-                keepalive_generation: d.gb.keepalive_generation,
-                ..gb
-            };
+    /// `gb` is `None` for a device that never spoke GB28181.
+    pub fn restore(
+        &self,
+        aor: &[u8],
+        bindings: Vec<Binding>,
+        gb: Option<GbState>,
+    ) -> Option<Restored> {
+        self.modify_keyed(aor, |key, d| {
+            d.bindings = bindings.into();
+            if let Some(gb) = gb {
+                let g = d.gb_mut();
+                *g = GbState {
+                    keepalive_generation: g.keepalive_generation,
+                    ..gb
+                };
+            }
+            let next_expiry_ms = d.arm_expiry().map(|(at, _)| at);
             (!d.is_empty()).then(|| Restored {
-                aor: d.aor.clone(),
+                aor: key.clone(),
                 generation: d.generation,
-                next_expiry_ms: d.next_deadline_ms(),
-                keepalive_generation: d.gb.keepalive_generation,
-                keepalive_deadline_ms: d.gb.keepalive_deadline_ms,
+                next_expiry_ms,
+                keepalive_generation: d.gb().keepalive_generation,
+                keepalive_deadline_ms: d.gb().keepalive_deadline_ms,
             })
         })
     }
 
     /// Visits every device (metrics totals, fuzzing bounds). Each shard is read-locked
     /// only while its own devices are visited.
-    pub fn for_each(&self, mut f: impl FnMut(&Device)) {
+    pub fn for_each(&self, mut f: impl FnMut(&Aor, &Device)) {
         for d in self.map.iter() {
-            f(&d);
+            f(d.key(), d.value());
         }
     }
 }
@@ -422,21 +743,152 @@ mod tests {
     }
 
     fn binding(uri: &str, expires_at_ms: u64) -> Binding {
-        Binding {
-            uri: uri.as_bytes().into(),
+        let text = BindingText {
+            uri: uri.as_bytes(),
             instance: None,
-            reg_id: None,
-            q: None,
-            expires_at_ms,
-            call_id: b"c".as_slice().into(),
-            cseq: 1,
-            source: "127.0.0.1:5060".parse().unwrap(),
-            transport: Transport::Udp,
-            conn: None,
-            user_agent: b"".as_slice().into(),
-        }
+            call_id: b"c",
+            user_agent: b"",
+        };
+        let mut b = Binding::new(text, "127.0.0.1:5060".parse().unwrap(), Transport::Udp);
+        b.expires_at_ms = expires_at_ms;
+        b.cseq = 1;
+        b
     }
 
+    #[test]
+    fn binding_strings_share_one_allocation_and_read_back() {
+        let mut b = binding("sip:a@x", 1);
+        let with_instance = BindingText {
+            uri: b"sip:a@192.0.2.1:5060",
+            instance: Some(b"<urn:uuid:1>"),
+            call_id: b"call-1",
+            user_agent: b"phone/1.0",
+        };
+        b.set_text(with_instance);
+        assert_eq!(b.text(), with_instance);
+        // An empty instance is not the absence of one.
+        let empty_instance = BindingText {
+            instance: Some(b""),
+            ..with_instance
+        };
+        b.set_text(empty_instance);
+        assert_eq!(b.text(), empty_instance);
+        let none = BindingText {
+            instance: None,
+            ..with_instance
+        };
+        b.set_text(none);
+        assert_eq!(b.text(), none);
+        // Same total length: the buffer is rewritten in place.
+        let before = b.uri().as_ptr();
+        let same_len = BindingText {
+            call_id: b"call-2",
+            ..none
+        };
+        b.set_text(same_len);
+        assert_eq!((b.text(), b.uri().as_ptr()), (same_len, before));
+        // A refresh keeps the instance that matched.
+        b.set_text(with_instance);
+        b.set_text_keeping_instance(b"sip:a@192.0.2.2:5060", b"call-3", b"phone/2.0");
+        assert_eq!(b.instance(), Some(&b"<urn:uuid:1>"[..]));
+        assert_eq!(
+            (b.uri(), b.call_id(), b.user_agent()),
+            (
+                &b"sip:a@192.0.2.2:5060"[..],
+                &b"call-3"[..],
+                &b"phone/2.0"[..]
+            )
+        );
+        // Parts too long for the length fields are cut, never misread.
+        let long = vec![b'x'; MAX_TEXT_PART + 10];
+        b.set_text(BindingText {
+            uri: &long,
+            instance: Some(&long),
+            call_id: b"c",
+            user_agent: &long,
+        });
+        assert_eq!(b.uri().len(), MAX_TEXT_PART);
+        assert_eq!(b.instance().map(<[u8]>::len), Some(MAX_TEXT_PART));
+        assert_eq!(b.call_id(), b"c");
+        assert_eq!(b.user_agent().len(), MAX_TEXT_PART);
+    }
+
+    /// The per-device memory budget (perf/RESULTS.md, issue 5): these sizes
+    /// decide how many allocator chunks a phone costs.
+    #[test]
+    fn device_and_binding_stay_small() {
+        assert!(std::mem::size_of::<Device>() <= 40);
+        assert!(std::mem::size_of::<Binding>() <= 104);
+    }
+
+    #[test]
+    fn bindings_grow_and_shrink_exactly() {
+        let mut v = Bindings::default();
+        v.push(binding("sip:a@x", 1));
+        v.push(binding("sip:a@y", 2));
+        v.push(binding("sip:a@z", 3));
+        assert_eq!(v.len(), 3);
+        v.retain(|b| b.expires_at_ms != 2);
+        assert_eq!(
+            v.iter().map(|b| b.expires_at_ms).collect::<Vec<_>>(),
+            [1, 3]
+        );
+        assert_eq!(v.swap_remove(0).expires_at_ms, 1);
+        assert_eq!(v[0].expires_at_ms, 3);
+        v.clear();
+        assert!(v.is_empty());
+    }
+
+    #[test]
+    fn a_device_keeps_one_live_expiry_event() {
+        let r = Registry::new();
+        let arm = |exp: u64| {
+            r.modify(b"a@h", |d| {
+                match d.bindings.first_mut() {
+                    Some(b) => b.expires_at_ms = exp,
+                    None => d.bindings.push(binding("sip:a@x", exp)),
+                }
+                d.arm_expiry()
+            })
+        };
+        let Some((1000, gen)) = arm(1000) else {
+            panic!("the first binding arms an event");
+        };
+        // Refreshes move the deadline later: the event in the wheel stays.
+        assert_eq!(arm(5000), None);
+        assert_eq!(arm(9000), None);
+        // It fires at 1000, finds the binding live, and re-arms itself.
+        assert_eq!(
+            r.expire(b"a@h", gen, 1000),
+            Expiry::Partial {
+                removed: 0,
+                next_ms: 9000,
+                generation: gen
+            }
+        );
+        // A shorter expiry needs an earlier event, which supersedes it.
+        let Some((2000, newer)) = arm(2000) else {
+            panic!("an earlier deadline arms a new event");
+        };
+        assert_eq!(r.expire(b"a@h", gen, 9000), Expiry::Stale);
+        assert_eq!(r.expire(b"a@h", newer, 2000), Expiry::Gone { removed: 1 });
+        assert!(r.is_empty());
+    }
+
+    #[test]
+    fn gb_state_is_created_on_first_write_only() {
+        let r = Registry::new();
+        r.modify(b"a@h", |d| {
+            d.bindings.push(binding("sip:a@x", 1000));
+            assert!(!d.gb().known);
+            assert!(d.gb.is_none());
+            d.gb_mut().known = true;
+            assert_eq!(d.gb().keepalive_generation, d.generation);
+        });
+        // A known GB28181 device stays without bindings; a phone would not.
+        r.modify(b"a@h", |d| d.bindings.clear());
+        assert_eq!(r.len(), 1);
+    }
     #[test]
     fn modify_creates_only_devices_with_bindings() {
         let r = Registry::new();
@@ -454,41 +906,42 @@ mod tests {
         let gen = r.modify(b"a@h", |d| {
             d.bindings.push(binding("sip:a@x", 1000));
             d.bindings.push(binding("sip:a@y", 5000));
-            d.generation += 1;
-            d.generation
+            d.arm_expiry().map(|(_, g)| g)
         });
+        let gen = gen.expect("an event is armed");
         assert_eq!(r.expire(b"a@h", gen + 7, 2000), Expiry::Stale);
-        let Expiry::Partial {
-            removed: 1,
-            next_ms: 5000,
-            generation,
-        } = r.expire(b"a@h", gen, 2000)
-        else {
-            panic!("expected a partial expiry");
-        };
-        // The older event is now stale; the new one removes the rest.
-        assert_eq!(r.expire(b"a@h", gen, 6000), Expiry::Stale);
+        // The event removes what is due and goes back in for the rest.
         assert_eq!(
-            r.expire(b"a@h", generation, 6000),
-            Expiry::Gone { removed: 1 }
+            r.expire(b"a@h", gen, 2000),
+            Expiry::Partial {
+                removed: 1,
+                next_ms: 5000,
+                generation: gen
+            }
         );
+        assert_eq!(r.read(b"a@h", |d| d.map(|d| d.armed_ms)), Some(5000));
+        assert_eq!(r.expire(b"a@h", gen, 6000), Expiry::Gone { removed: 1 });
         assert!(r.is_empty());
         assert_eq!(r.expire(b"nobody", 0, 0), Expiry::Stale);
     }
 
     #[test]
-    fn a_refresh_makes_the_pending_event_a_no_op() {
+    fn a_superseded_event_is_a_no_op() {
         let r = Registry::new();
-        let gen = r.modify(b"a@h", |d| {
-            d.bindings.push(binding("sip:a@x", 1000));
-            d.generation += 1;
-            d.generation
-        });
-        r.modify(b"a@h", |d| {
-            d.bindings[0].expires_at_ms = 9000;
-            d.generation += 1;
-        });
-        assert_eq!(r.expire(b"a@h", gen, 1500), Expiry::Stale);
+        let (_, gen) = r
+            .modify(b"a@h", |d| {
+                d.bindings.push(binding("sip:a@x", 9000));
+                d.arm_expiry()
+            })
+            .expect("armed");
+        let (_, newer) = r
+            .modify(b"a@h", |d| {
+                d.bindings[0].expires_at_ms = 1000;
+                d.arm_expiry()
+            })
+            .expect("an earlier deadline re-arms");
+        assert_ne!(gen, newer);
+        assert_eq!(r.expire(b"a@h", gen, 9500), Expiry::Stale);
         assert_eq!(r.read(b"a@h", |d| d.map(|d| d.bindings.len())), Some(1));
     }
 }

@@ -8,7 +8,7 @@ use serde_json::{json, Value};
 
 use super::*;
 use crate::gb28181::QuerySender;
-use crate::registry::{Registry, Transport};
+use crate::registry::{BindingText, Registry, Transport};
 use crate::stats::{GbStats, TimerStats, WorkerStats};
 
 /// Records every query and answers with a configurable result.
@@ -51,24 +51,21 @@ fn fixture() -> Fixture {
 }
 
 fn binding(uri: &str, expires_in_ms: u64) -> Binding {
-    Binding {
-        uri: uri.as_bytes().into(),
+    let text = BindingText {
+        uri: uri.as_bytes(),
         instance: None,
-        reg_id: None,
-        q: None,
-        expires_at_ms: NOW + expires_in_ms,
-        call_id: b"call-1".as_slice().into(),
-        cseq: 3,
-        source: "127.0.0.1:5070".parse().unwrap(),
-        transport: Transport::Udp,
-        conn: None,
-        user_agent: b"phone/1.0".as_slice().into(),
-    }
+        call_id: b"call-1",
+        user_agent: b"phone/1.0",
+    };
+    let mut b = Binding::new(text, "127.0.0.1:5070".parse().unwrap(), Transport::Udp);
+    b.expires_at_ms = NOW + expires_in_ms;
+    b.cseq = 3;
+    b
 }
 
 fn add(state: &AdminState, aor: &str, bindings: Vec<Binding>) {
     state.registry.modify(aor.as_bytes(), |d| {
-        d.bindings = bindings;
+        d.bindings = bindings.into();
         d.generation += 1;
     });
 }
@@ -81,11 +78,12 @@ fn add_camera(state: &AdminState) {
         let mut b = binding(&format!("sip:{CAMERA}@192.0.2.9:5060"), 3_600_000);
         b.transport = Transport::Tcp;
         d.bindings.push(b);
-        d.gb.known = true;
-        d.gb.online = true;
-        d.gb.last_keepalive_unix = Some(1_700_000_000);
-        d.gb.keepalive_deadline_ms = Some(NOW + 179_500);
-        d.gb.channels = vec![
+        let gb = d.gb_mut();
+        gb.known = true;
+        gb.online = true;
+        gb.last_keepalive_unix = Some(1_700_000_000);
+        gb.keepalive_deadline_ms = Some(NOW + 179_500);
+        gb.channels = vec![
             Channel {
                 device_id: "34020000001320000011".into(),
                 name: "大门".into(),
@@ -103,11 +101,11 @@ fn add_camera(state: &AdminState) {
                 ..Channel::default()
             },
         ];
-        d.gb.catalog = CatalogStatus::Complete {
+        gb.catalog = CatalogStatus::Complete {
             sn: 5,
             at_unix: 1_700_000_100,
         };
-        d.gb.info = Some(Box::new(DeviceInfo {
+        gb.info = Some(Box::new(DeviceInfo {
             manufacturer: "Hikvision".into(),
             model: "DS-2CD".into(),
             firmware: "V5.5".into(),
@@ -276,11 +274,12 @@ fn device_detail_of_a_phone() {
     let f = fixture();
     let mut a = binding("sip:alice@192.0.2.1:5071", 59_001);
     a.q = Some(500);
-    a.instance = Some(
-        b"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"
-            .as_slice()
-            .into(),
-    );
+    a.set_text(BindingText {
+        uri: b"sip:alice@192.0.2.1:5071",
+        instance: Some(b"<urn:uuid:00000000-0000-1000-8000-000A95A0E128>"),
+        call_id: b"call-1",
+        user_agent: b"phone/1.0",
+    });
     a.reg_id = Some(1);
     let b = binding("sip:alice@192.0.2.2:5072", 3_600_000);
     add(&f.state, "alice@example.com", vec![a, b]);
@@ -360,8 +359,9 @@ fn device_detail_of_a_camera_has_every_channel_field() {
 
     // Offline after a keep-alive timeout, yet still registered.
     f.state.registry.modify(CAMERA.as_bytes(), |d| {
-        d.gb.online = false;
-        d.gb.catalog = CatalogStatus::Partial {
+        let gb = d.gb_mut();
+        gb.online = false;
+        gb.catalog = CatalogStatus::Partial {
             sn: 6,
             received: 1,
             expected: Some(2),
