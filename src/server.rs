@@ -124,7 +124,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         .local_addr()
         .map_err(|e| StartError::Http(cfg.http, e))?;
 
-    let registry = Arc::new(Registry::new());
+    let registry = Arc::new(Registry::with_capacity(cfg.expected_devices));
     let policy = Policy {
         min_expires: cfg.min_expires,
         max_expires: cfg.max_expires,
@@ -141,6 +141,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
             lockout_ms: u64::from(cfg.auth_lockout) * 1000,
         },
         expires_jitter_pct: cfg.expires_jitter,
+        expected_devices: cfg.expected_devices,
     };
     let (timer_tx, timer_rx) = crossbeam_channel::bounded(TIMER_QUEUE);
     let gb_stats = Arc::new(GbStats::default());
@@ -243,6 +244,7 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
         gb_stats: running.gb_stats.clone(),
         queries: platform.clone(),
         persist: persist_stats.clone(),
+        nonce_counts: registrar.nonce_counts.clone(),
     });
     let (admin, admin_waker) =
         admin::spawn(http, admin_state, shutdown).map_err(|e| StartError::Thread("admin", e))?;

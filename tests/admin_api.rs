@@ -669,6 +669,7 @@ mod shell {
                 gb_stats: Arc::new(GbStats::default()),
                 queries: Arc::new(NoQueries),
                 persist: Default::default(),
+                nonce_counts: Arc::new(sipreg::auth::NonceCounts::new(300)),
             });
             let shutdown = Arc::new(AtomicBool::new(false));
             let (thread, waker) =

@@ -155,6 +155,33 @@ pub fn render(state: &AdminState, out: &mut String) {
         t.channels,
     );
 
+    // --- table sizes (--expected-devices)
+    let nc = &state.nonce_counts;
+    e.single(
+        "registry_capacity",
+        Kind::Gauge,
+        "Devices the table's shards have room for before they grow (--expected-devices pre-sizes it).",
+        state.registry.capacity() as u64,
+    );
+    e.single(
+        "nonce_table_capacity",
+        Kind::Gauge,
+        "Most nonces tracked for qop nonce-counts and one-time nonces (allocated on demand).",
+        nc.capacity() as u64,
+    );
+    e.single(
+        "nonce_table_entries",
+        Kind::Gauge,
+        "Nonces tracked now.",
+        nc.len() as u64,
+    );
+    e.single(
+        "nonce_table_full_total",
+        Kind::Counter,
+        "Right digests re-challenged with stale=true because the nonce table was full.",
+        nc.full_total(),
+    );
+
     // --- SIP traffic, summed over workers
     e.family(
         "requests_total",

@@ -23,6 +23,7 @@ pub mod url;
 
 use std::sync::Arc;
 
+use crate::auth::NonceCounts;
 use crate::gb28181::QuerySender;
 use crate::registry::Registry;
 use crate::stats::{GbStats, PersistStats, TimerStats, WorkerStats};
@@ -41,4 +42,6 @@ pub struct AdminState {
     pub queries: Arc<dyn QuerySender>,
     /// State snapshots (all zero without `--state`).
     pub persist: Arc<PersistStats>,
+    /// The registrar's nonce-count table, for its capacity and refusals.
+    pub nonce_counts: Arc<NonceCounts>,
 }

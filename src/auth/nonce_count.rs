@@ -33,15 +33,28 @@
 //! device retries and no failure is counted against it) while nonces already
 //! tracked keep working. Evicting a live entry
 //! instead would forget its count and let that nonce's earlier requests be
-//! replayed, so refusing is the only choice that keeps the guarantee.
+//! replayed, so refusing is the only choice that keeps the guarantee. Each
+//! such refusal is counted ([`NonceCounts::full_total`], in `/metrics` as
+//! `sipreg_nonce_table_full_total`).
+//!
+//! The cap is only a cap: the shards' maps start empty and grow on demand,
+//! so a large cap costs nothing until nonces fill it (a 28-byte entry in
+//! power-of-two maps at most 7/8 full: 32 to 64 bytes per tracked nonce).
+//! [`NonceCounts::for_devices`] (`--expected-devices N`) raises the cap to
+//! 2 × N so that a whole fleet re-registering within one nonce lifetime
+//! (a restart storm) is not re-challenged: each device may hold the nonce of
+//! its refresh cycle plus one from a re-challenge.
 
 use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 
 use super::nonce::{self, NONCE_RAW_LEN};
 
-/// Hard cap on tracked nonces across all shards (≈ 32 MiB when full).
+/// Default cap on tracked nonces across all shards (≈ 58 MiB when full: a
+/// 28-byte entry, and 16 384 per shard need 32 768 slots at the maps' 7/8
+/// load).
 pub const MAX_TRACKED_NONCES: usize = 1 << 20;
 /// Number of independently locked shards; workers rarely contend.
 pub const SHARDS: usize = 64;
@@ -67,6 +80,8 @@ pub struct NonceCounts {
     shard_cap: usize,
     /// Every nonce answers one request only.
     one_time: bool,
+    /// [`NonceUse::Full`] answers given (for metrics).
+    full: AtomicU64,
 }
 
 /// What [`NonceCounts::record_use`] decided.
@@ -94,6 +109,7 @@ impl std::fmt::Debug for NonceCounts {
             .field("ttl_secs", &self.ttl_secs)
             .field("capacity", &self.capacity())
             .field("one_time", &self.one_time)
+            .field("full_total", &self.full_total())
             .finish_non_exhaustive()
     }
 }
@@ -115,6 +131,18 @@ impl NonceCounts {
         Self::with_limit(ttl_secs, MAX_TRACKED_NONCES)
     }
 
+    /// As [`new`](Self::new), with room for `expected_devices` devices that
+    /// each authenticate two fresh nonces within one ttl (a refresh and a
+    /// re-challenge): the cap is the larger of [`MAX_TRACKED_NONCES`] and
+    /// 2 × `expected_devices`, rounded as [`with_limit`](Self::with_limit)
+    /// does. Nothing is allocated up front (see the module docs).
+    pub fn for_devices(ttl_secs: u64, expected_devices: usize) -> Self {
+        Self::with_limit(
+            ttl_secs,
+            MAX_TRACKED_NONCES.max(expected_devices.saturating_mul(2)),
+        )
+    }
+
     /// As [`new`](Self::new) with another cap; it is rounded down to a
     /// multiple of [`SHARDS`], and at least one entry per shard is kept.
     pub fn with_limit(ttl_secs: u64, max_entries: usize) -> Self {
@@ -133,6 +161,7 @@ impl NonceCounts {
             ttl_secs,
             shard_cap,
             one_time: false,
+            full: AtomicU64::new(0),
         }
     }
 
@@ -150,6 +179,12 @@ impl NonceCounts {
     /// Most entries this table will hold.
     pub fn capacity(&self) -> usize {
         self.shard_cap * SHARDS
+    }
+
+    /// New nonces refused so far because their shard was full of live
+    /// entries ([`NonceUse::Full`]).
+    pub fn full_total(&self) -> u64 {
+        self.full.load(Ordering::Relaxed)
     }
 
     /// Entries currently held (locks each shard in turn; for metrics/tests).
@@ -221,6 +256,8 @@ impl NonceCounts {
             self.prune_shard(&mut shard, now_secs);
         }
         if shard.counts.len() >= self.shard_cap {
+            drop(shard);
+            self.full.fetch_add(1, Ordering::Relaxed);
             return NonceUse::Full;
         }
         shard.counts.insert(key, nc);
@@ -384,6 +421,46 @@ mod tests {
         // Lazily, only the shard touched was swept; a full sweep does the rest.
         counts.prune(later);
         assert_eq!(counts.len(), 1);
+    }
+
+    #[test]
+    fn full_answers_are_counted() {
+        let counts = NonceCounts::with_limit(TTL, SHARDS);
+        let s = secret();
+        let full = (0..10 * SHARDS)
+            .filter(|_| counts.record_use(s.issue(NOW).as_bytes(), Some(1), NOW) == NonceUse::Full)
+            .count();
+        assert!(full > 0, "the table never filled up");
+        assert_eq!(counts.full_total(), full as u64);
+        // Other refusals are not capacity refusals.
+        let before = counts.full_total();
+        assert_eq!(
+            counts.record_use(s.issue(NOW).as_bytes(), Some(0), NOW),
+            NonceUse::Refused
+        );
+        assert_eq!(counts.full_total(), before);
+    }
+
+    #[test]
+    fn for_devices_raises_the_cap_but_allocates_lazily() {
+        assert_eq!(
+            NonceCounts::for_devices(TTL, 0).capacity(),
+            MAX_TRACKED_NONCES
+        );
+        assert_eq!(
+            NonceCounts::for_devices(TTL, 1000).capacity(),
+            MAX_TRACKED_NONCES
+        );
+        // 2 × 3 000 001 rounded down to a multiple of SHARDS.
+        let counts = NonceCounts::for_devices(TTL, 3_000_001);
+        assert_eq!(counts.capacity(), 6_000_002 / SHARDS * SHARDS);
+        assert!(counts.capacity() >= 2 * 3_000_001 - SHARDS);
+        assert!(counts
+            .shards
+            .iter()
+            .all(|s| s.lock().counts.capacity() == 0));
+        assert!(counts.check_and_update(secret().issue(NOW).as_bytes(), 1, NOW));
+        assert_eq!(counts.full_total(), 0);
     }
 
     #[test]

@@ -46,6 +46,9 @@ pub struct Policy {
     pub auth_guard: GuardConfig,
     /// Granted expiries are lowered by a pseudo-random 0..=N % (`--expires-jitter`).
     pub expires_jitter_pct: u32,
+    /// `--expected-devices` (0: default): sizes the nonce-count cap
+    /// ([`NonceCounts::for_devices`]).
+    pub expected_devices: usize,
 }
 
 impl Default for Policy {
@@ -63,6 +66,7 @@ impl Default for Policy {
             one_time_nonces: false,
             auth_guard: GuardConfig::default(),
             expires_jitter_pct: 0,
+            expected_devices: 0,
         }
     }
 }
@@ -88,7 +92,8 @@ pub struct Registrar {
     pub registry: Arc<Registry>,
     pub credentials: CredentialStore,
     pub secret: NonceSecret,
-    pub nonce_counts: NonceCounts,
+    /// Shared with the admin thread, which reads its gauges for /metrics.
+    pub nonce_counts: Arc<NonceCounts>,
     /// Failed digest answers per source and user; lockouts.
     pub guard: AuthGuard,
     opaque: [u8; 32],
@@ -175,8 +180,10 @@ impl Registrar {
         credentials: CredentialStore,
         secret: NonceSecret,
     ) -> Self {
-        let nonce_counts =
-            NonceCounts::new(policy.nonce_ttl_secs).with_one_time(policy.one_time_nonces);
+        let nonce_counts = Arc::new(
+            NonceCounts::for_devices(policy.nonce_ttl_secs, policy.expected_devices)
+                .with_one_time(policy.one_time_nonces),
+        );
         let guard = AuthGuard::new(policy.auth_guard);
         let opaque = secret.opaque();
         Registrar {

@@ -547,9 +547,71 @@ impl Default for Registry {
     }
 }
 
+/// `with_capacity` on its own, next to it, apart from the tests below.
+#[cfg(test)]
+mod capacity_tests {
+    use super::*;
+
+    fn binding(uri: &str, expires_at_ms: u64) -> Binding {
+        Binding {
+            uri: uri.as_bytes().into(),
+            instance: None,
+            reg_id: None,
+            q: None,
+            expires_at_ms,
+            call_id: b"c".as_slice().into(),
+            cseq: 1,
+            source: "127.0.0.1:5060".parse().unwrap(),
+            transport: Transport::Udp,
+            conn: None,
+            user_agent: b"".as_slice().into(),
+        }
+    }
+
+    #[test]
+    fn a_presized_table_does_not_grow_before_its_capacity() {
+        assert_eq!(Registry::with_capacity(0).capacity(), 0);
+        let r = Registry::with_capacity(100_000);
+        let capacity = r.capacity();
+        assert!(capacity >= 100_000, "{capacity}");
+        for i in 0..100_000 {
+            let aor = format!("dev{i}@example.com");
+            r.modify(aor.as_bytes(), |d| {
+                d.bindings.push(binding("sip:d@x", 1000))
+            });
+        }
+        assert_eq!(r.len(), 100_000);
+        assert_eq!(r.capacity(), capacity, "some shard grew");
+    }
+}
+
 impl Registry {
     pub fn new() -> Self {
         Registry::default()
+    }
+
+    /// A table pre-sized for `devices` (0: as [`new`](Self::new)), so no
+    /// shard rehashes before that many devices are in it. Grown on demand,
+    /// the shards fill evenly and all resize within moments of each other
+    /// (a latency spike at each doubling). Each shard gets its share plus
+    /// five standard deviations of the hash spread, so no shard resizes
+    /// early; the maps round that up to a power of two of 24-byte slots
+    /// (`--expected-devices`).
+    pub fn with_capacity(devices: usize) -> Self {
+        if devices == 0 {
+            return Registry::new();
+        }
+        let share = devices.div_ceil(SHARDS);
+        let per_shard = share + 5 * share.isqrt() + 8;
+        Registry {
+            map: DashMap::with_capacity_and_shard_amount(per_shard * SHARDS, SHARDS),
+        }
+    }
+
+    /// The shards' capacities summed: each shard grows when its own share
+    /// is full (read-locks each shard in turn; for /metrics).
+    pub fn capacity(&self) -> usize {
+        self.map.capacity()
     }
 
     /// Number of devices with at least one binding.

@@ -46,6 +46,7 @@ fn fixture() -> Fixture {
         gb_stats: Arc::new(GbStats::default()),
         queries: recorder.clone(),
         persist: Default::default(),
+        nonce_counts: Arc::new(crate::auth::NonceCounts::new(300)),
     };
     Fixture { state, recorder }
 }
