@@ -547,44 +547,6 @@ impl Default for Registry {
     }
 }
 
-/// `with_capacity` on its own, next to it, apart from the tests below.
-#[cfg(test)]
-mod capacity_tests {
-    use super::*;
-
-    fn binding(uri: &str, expires_at_ms: u64) -> Binding {
-        Binding {
-            uri: uri.as_bytes().into(),
-            instance: None,
-            reg_id: None,
-            q: None,
-            expires_at_ms,
-            call_id: b"c".as_slice().into(),
-            cseq: 1,
-            source: "127.0.0.1:5060".parse().unwrap(),
-            transport: Transport::Udp,
-            conn: None,
-            user_agent: b"".as_slice().into(),
-        }
-    }
-
-    #[test]
-    fn a_presized_table_does_not_grow_before_its_capacity() {
-        assert_eq!(Registry::with_capacity(0).capacity(), 0);
-        let r = Registry::with_capacity(100_000);
-        let capacity = r.capacity();
-        assert!(capacity >= 100_000, "{capacity}");
-        for i in 0..100_000 {
-            let aor = format!("dev{i}@example.com");
-            r.modify(aor.as_bytes(), |d| {
-                d.bindings.push(binding("sip:d@x", 1000))
-            });
-        }
-        assert_eq!(r.len(), 100_000);
-        assert_eq!(r.capacity(), capacity, "some shard grew");
-    }
-}
-
 impl Registry {
     pub fn new() -> Self {
         Registry::default()
@@ -1005,5 +967,21 @@ mod tests {
         assert_ne!(gen, newer);
         assert_eq!(r.expire(b"a@h", gen, 9500), Expiry::Stale);
         assert_eq!(r.read(b"a@h", |d| d.map(|d| d.bindings.len())), Some(1));
+    }
+
+    #[test]
+    fn a_presized_table_does_not_grow_before_its_capacity() {
+        assert_eq!(Registry::with_capacity(0).capacity(), 0);
+        let r = Registry::with_capacity(100_000);
+        let capacity = r.capacity();
+        assert!(capacity >= 100_000, "{capacity}");
+        for i in 0..100_000 {
+            let aor = format!("dev{i}@example.com");
+            r.modify(aor.as_bytes(), |d| {
+                d.bindings.push(binding("sip:d@x", 1000))
+            });
+        }
+        assert_eq!(r.len(), 100_000);
+        assert_eq!(r.capacity(), capacity, "some shard grew");
     }
 }
