@@ -168,9 +168,9 @@ pub fn start(cfg: &Config) -> Result<Running, StartError> {
     let timer = {
         let (registry, stats, platform) = (registry.clone(), timer_stats.clone(), platform.clone());
         let registrar = registrar.clone();
-        timer::spawn("sipreg-timer", timer_rx, move |event: TimerEvent| {
+        timer::spawn("sipreg-timer", timer_rx, move |event: TimerEvent, now| {
             WorkerStats::inc(&stats.events_fired);
-            on_timer(&registry, &registrar, &platform, &stats, event)
+            on_timer(&registry, &registrar, &platform, &stats, event, now)
         })
         .map_err(|e| StartError::Thread("timer", e))?
     };
@@ -314,8 +314,8 @@ fn on_timer(
     platform: &Platform,
     stats: &TimerStats,
     event: TimerEvent,
+    now: u64,
 ) -> Option<(u64, TimerEvent)> {
-    let now = timer::now_ms();
     let (aor, generation) = match event {
         TimerEvent::Expiry { aor, generation } => (aor, generation),
         TimerEvent::InviteRetransmit { .. } | TimerEvent::InviteTimeout { .. } => {

@@ -48,9 +48,27 @@
 //! * Insert is O(1). An `advance` costs O(items fired or cascaded + occupied slots
 //!   passed), not O(ticks passed): a jump of years is cheap.
 //!
+//! # Bounded advances
+//!
+//! [`Wheel::advance_up_to`] fires at most a given number of items and says whether
+//! more are due; calling it again (with the same or a later `now_ms`) carries on where
+//! it stopped, so a caller can fire a huge backlog in slices and do other work in
+//! between. `advance` is `advance_up_to` without a bound: one code path. Slicing
+//! changes nothing about which items fire or in what order — the concatenated slices
+//! are exactly what one `advance` would have fired, and items inserted between slices
+//! do not reorder them. A slot is never left half taken:
+//! when the budget runs out inside a slot, the slot is still emptied (cascading items
+//! still move down) and its remaining due items wait, in order, in the due queue,
+//! which the next slice fires first. Until the backlog is fired the wheel stands at
+//! the tick of the last slot it took, behind `now_ms`; an item inserted then with a
+//! deadline at or before `now_ms` takes its place by tick among the items not yet
+//! fired (so a late insert does not overtake earlier deadlines), or joins the due
+//! queue if the wheel has already passed its tick.
+//!
 //! Cancellation is not supported on purpose: items carry a generation and a stale one
 //! is ignored when it fires (see the `timer` module docs), so the wheel never searches.
 
+use std::collections::VecDeque;
 use std::mem;
 
 /// Length of one wheel tick in milliseconds.
@@ -131,10 +149,14 @@ pub struct Wheel<T> {
     /// Chunk pool: chunks in slot lists plus the free list starting at `free`.
     chunks: Vec<Chunk<T>>,
     free: usize,
-    /// Items inserted with a deadline already passed; they fire first on the next
-    /// `advance`. Drained in place, so its capacity is kept too.
-    due: Vec<T>,
-    /// The tick the wheel stands at: every item due at or before it has fired.
+    /// Items due now, fired first by the next advance: those inserted with a deadline
+    /// the wheel had already passed, and those left over when a bounded advance ran
+    /// out of budget inside a slot. A queue: a slice fires its front. Drained in
+    /// place, so its capacity is kept too.
+    due: VecDeque<T>,
+    /// The tick the wheel stands at: every item in a slot at or before it has fired
+    /// or is in `due`. Equal to `now_ms / TICK_MS` except while a bounded advance has
+    /// more to do, when it is the tick of the last slot taken.
     elapsed: u64,
     /// `now_ms` of the last `advance` (or of `new`); never decreases.
     now_ms: u64,
@@ -152,7 +174,7 @@ impl<T> Wheel<T> {
             }),
             chunks: Vec::new(),
             free: NIL,
-            due: Vec::new(),
+            due: VecDeque::new(),
             elapsed: now_ms / TICK_MS,
             now_ms,
             len: 0,
@@ -170,18 +192,28 @@ impl<T> Wheel<T> {
     }
 
     /// Schedules `item` to fire at `deadline_ms`. A deadline at or before the wheel's
-    /// current time fires on the next [`advance`](Self::advance).
+    /// current time fires on the next [`advance`](Self::advance) (see the module docs
+    /// for its order when a bounded advance has items left to fire).
     pub fn insert(&mut self, deadline_ms: u64, item: T) {
         self.len += 1;
-        if deadline_ms <= self.now_ms {
-            self.due.push(item);
-            return;
-        }
-        let tick = tick_ceil(deadline_ms);
-        // deadline > now_ms ≥ elapsed·TICK, so rounding up cannot land on a past tick.
+        let tick = if deadline_ms <= self.now_ms {
+            // Rounding up may pass now_ms; clamp so the item fires in this advance.
+            let tick = tick_ceil(deadline_ms).min(self.now_ms / TICK_MS);
+            if tick <= self.elapsed {
+                self.due.push_back(item);
+                return;
+            }
+            // Only between slices of a bounded advance: the wheel is behind now_ms,
+            // and the item waits for its turn among the due slots.
+            tick
+        } else {
+            tick_ceil(deadline_ms)
+        };
+        // A future deadline rounds up past now_ms ≥ elapsed·TICK; a clamped one was
+        // just checked: either way the tick lies ahead of the wheel.
         debug_assert!(
             tick > self.elapsed,
-            "future deadline {deadline_ms} ms mapped to past tick {tick} (elapsed {})",
+            "deadline {deadline_ms} ms mapped to past tick {tick} (elapsed {})",
             self.elapsed
         );
         self.place(Entry { tick, item });
@@ -190,35 +222,65 @@ impl<T> Wheel<T> {
     /// Moves the wheel to `now_ms` and calls `fire` for every item now due, in tick
     /// order. A `now_ms` earlier than the wheel's current time is treated as the current
     /// time (the wheel never goes back).
-    pub fn advance(&mut self, now_ms: u64, mut fire: impl FnMut(T)) {
+    pub fn advance(&mut self, now_ms: u64, fire: impl FnMut(T)) {
+        let more = self.advance_up_to(now_ms, usize::MAX, fire);
+        debug_assert!(!more, "an unbounded advance left work behind");
+    }
+
+    /// Like [`advance`](Self::advance), but calls `fire` for at most `max_items` items
+    /// (a slice) and returns `true` if the wheel has more to do at `now_ms` — due items,
+    /// or a due slot to cascade — in which case the next call (typically with the same
+    /// or a later `now_ms`) carries on where this one stopped. The slices together fire
+    /// exactly the items, in exactly the order, of one unbounded `advance`.
+    /// `next_deadline_ms` stays at or before `now_ms` while this returns `true`.
+    pub fn advance_up_to(
+        &mut self,
+        now_ms: u64,
+        max_items: usize,
+        mut fire: impl FnMut(T),
+    ) -> bool {
         let now_ms = now_ms.max(self.now_ms);
         self.now_ms = now_ms;
+        let now_tick = now_ms / TICK_MS;
+        debug_assert!(now_tick >= self.elapsed, "wheel went back in time");
 
-        // Due items have deadlines ≤ the previous now, earlier than anything still in
-        // the levels (those were all later than it), so they go first.
-        self.len -= self.due.len();
-        for item in self.due.drain(..) {
+        // Due items have ticks at or before `elapsed`, earlier than anything still in
+        // the levels, so they go first.
+        let n = self.due.len().min(max_items);
+        self.len -= n;
+        for item in self.due.drain(..n) {
             fire(item);
         }
+        if !self.due.is_empty() {
+            return true;
+        }
 
-        let now_tick = now_ms / TICK_MS;
+        let mut budget = max_items - n;
         while let Some(exp) = self.next_expiration() {
             if exp.tick > now_tick {
                 break;
             }
-            self.process(exp, &mut fire);
+            if budget == 0 {
+                // Stop before taking the slot: `elapsed` stays at the last slot taken.
+                return true;
+            }
+            budget = self.process(exp, budget, &mut fire);
+            if !self.due.is_empty() {
+                // Out of budget inside the slot; the rest of it waits in `due`.
+                return true;
+            }
         }
         // Nothing occupied starts at or before now_tick, so every item keeps its level
         // and slot when the wheel jumps to now.
-        debug_assert!(now_tick >= self.elapsed, "wheel went back in time");
         self.elapsed = now_tick;
+        false
     }
 
     /// The earliest time at which an [`advance`](Self::advance) could fire something,
     /// or `None` when the wheel is empty. Exact when the next item sits in level 0;
     /// otherwise the start of the slot it will cascade from, which is earlier: never
     /// late, so it is a safe bound for sleeping. May be ≤ the current time when items
-    /// are already due.
+    /// are already due, as it always is while a bounded advance has more to do.
     pub fn next_deadline_ms(&self) -> Option<u64> {
         if !self.due.is_empty() {
             return Some(self.now_ms);
@@ -299,8 +361,10 @@ impl<T> Wheel<T> {
         exp
     }
 
-    /// Takes the slot of `exp` and fires or cascades each of its items.
-    fn process(&mut self, exp: Expiration, fire: &mut impl FnMut(T)) {
+    /// Takes the slot of `exp` and fires or cascades each of its items. Fires at most
+    /// `budget` items and returns what is left of it; due items past the budget go to
+    /// `due` in slot order, so the slot is always emptied whole.
+    fn process(&mut self, exp: Expiration, mut budget: usize, fire: &mut impl FnMut(T)) -> usize {
         debug_assert!(exp.tick >= self.elapsed, "processing a past slot {exp:?}");
         self.elapsed = exp.tick;
         let lvl = &mut self.levels[exp.level];
@@ -322,8 +386,14 @@ impl<T> Wheel<T> {
                         "level-0 slot {exp:?} held tick {}",
                         entry.tick
                     );
-                    self.len -= 1;
-                    fire(entry.item);
+                    if budget > 0 {
+                        budget -= 1;
+                        self.len -= 1;
+                        fire(entry.item);
+                    } else {
+                        // Still counted in `len`: it is in the wheel, just in `due`.
+                        self.due.push_back(entry.item);
+                    }
                 } else {
                     debug_assert!(exp.level > 0, "level-0 slot {exp:?} held a later tick");
                     self.place(entry);
@@ -337,6 +407,7 @@ impl<T> Wheel<T> {
             self.free = c;
             c = next;
         }
+        budget
     }
 }
 
@@ -478,7 +549,21 @@ mod tests {
                 "a chunk leaked from the pool"
             );
             assert_eq!(count, self.len);
-            assert_eq!(self.elapsed, self.now_ms / TICK_MS);
+            let now_tick = self.now_ms / TICK_MS;
+            assert!(
+                self.elapsed <= now_tick,
+                "elapsed {} past now",
+                self.elapsed
+            );
+            if self.elapsed < now_tick {
+                // Only part-way through a bounded advance, which must have more to do.
+                assert!(
+                    !self.due.is_empty()
+                        || self.next_expiration().is_some_and(|e| e.tick <= now_tick),
+                    "wheel stands behind now ({} < {now_tick}) with nothing due",
+                    self.elapsed
+                );
+            }
         }
 
         /// Buffers held by the wheel; only changes when something allocates.
@@ -492,6 +577,49 @@ mod tests {
         w.advance(now_ms, |x| out.push(x));
         w.check_invariants();
         out
+    }
+
+    /// One bounded slice, checked: `len` drops by what fired, a slice that reports
+    /// more to do is full, and while work remains the wheel says it is due now.
+    fn slice(w: &mut Wheel<u64>, now_ms: u64, budget: usize) -> (Vec<u64>, bool) {
+        let before = w.len();
+        let mut out = Vec::new();
+        let more = w.advance_up_to(now_ms, budget, |x| out.push(x));
+        w.check_invariants();
+        assert!(out.len() <= budget, "slice of {budget} fired {}", out.len());
+        assert_eq!(w.len(), before - out.len(), "len after a slice");
+        if more {
+            assert_eq!(out.len(), budget, "a slice stopped early");
+            assert!(
+                w.next_deadline_ms().is_some_and(|d| d <= now_ms),
+                "work left but next deadline {:?} after now {now_ms}",
+                w.next_deadline_ms()
+            );
+        }
+        (out, more)
+    }
+
+    /// Advances to `now_ms` in slices of the sizes `budgets` yields, to the end.
+    fn fired_in_slices(
+        w: &mut Wheel<u64>,
+        now_ms: u64,
+        mut budgets: impl FnMut() -> usize,
+    ) -> Vec<u64> {
+        let mut out = Vec::new();
+        loop {
+            let (got, more) = slice(w, now_ms, budgets());
+            out.extend(got);
+            if !more {
+                return out;
+            }
+        }
+    }
+
+    fn xorshift(x: &mut u64) -> u64 {
+        *x ^= *x << 13;
+        *x ^= *x >> 7;
+        *x ^= *x << 17;
+        *x
     }
 
     // ---- slot and level math ----
@@ -849,6 +977,124 @@ mod tests {
         );
     }
 
+    // ---- bounded advance ----
+
+    #[test]
+    fn sliced_advance_fires_the_same_sequence() {
+        // Many items over every level: random deadlines up to three years, big slots
+        // at level 0 and level 2, and items exactly at the start of a higher-level
+        // slot, which fire straight out of the cascade. One wheel advances unbounded,
+        // the other in random slices (often cut inside a slot); they must agree.
+        let start = 42;
+        let mut a = Wheel::new(start);
+        let mut b = Wheel::new(start);
+        let mut x: u64 = 0x0123_4567_89AB_CDEF;
+        let mut deadlines = Vec::new();
+        for _ in 0..20_000 {
+            deadlines.push(start + xorshift(&mut x) % (3 * YEAR));
+        }
+        deadlines.extend(std::iter::repeat_n(start + 55, 5_000)); // one level-0 tick
+        deadlines.extend(std::iter::repeat_n(12 * HOUR + 5, 5_000)); // level 3, cascades
+        for level in 1..NUM_LEVELS {
+            // Tick multiples of 64^level: the slot's own start tick.
+            for k in 1..40 {
+                deadlines.push(k * slot_range(level) * TICK_MS);
+            }
+        }
+        for (i, &d) in deadlines.iter().enumerate() {
+            a.insert(d, i as u64);
+            b.insert(d, i as u64);
+        }
+        let mut budget = || match xorshift(&mut x) % 4 {
+            0 => 1,
+            1 => 1 + (x >> 8) as usize % 64,
+            _ => 1 + (x >> 8) as usize % 3000,
+        };
+        let (mut total, mut rearmed) = (0, 0);
+        for now in [
+            start,
+            start + 55,
+            start + 700,
+            start + 50_000,
+            HOUR,
+            13 * HOUR,
+            DAY,
+            YEAR,
+            start + 3 * YEAR + TICK_MS,
+        ] {
+            let want = fired(&mut a, now);
+            let got = fired_in_slices(&mut b, now, &mut budget);
+            assert_eq!(got, want, "at {now}");
+            assert_eq!(b.len(), a.len());
+            assert_eq!(b.next_deadline_ms(), a.next_deadline_ms());
+            total += got.len();
+            // Re-arm a few of what fired, identically in both, between advances.
+            for &i in got.iter().step_by(97) {
+                a.insert(now + i % DAY, i);
+                b.insert(now + i % DAY, i);
+                rearmed += 1;
+            }
+        }
+        assert_eq!(total, deadlines.len() + rearmed - a.len());
+        let end = start + 30 * YEAR; // past the level-5 slot starts (~13 years)
+        assert_eq!(
+            fired_in_slices(&mut b, end, &mut budget),
+            fired(&mut a, end)
+        );
+        assert!(b.is_empty());
+    }
+
+    #[test]
+    fn slot_cut_by_the_budget_finishes_before_late_inserts() {
+        let mut w = Wheel::new(0);
+        for i in 0..5 {
+            w.insert(50, i);
+        }
+        assert_eq!(slice(&mut w, 50, 2), (vec![0, 1], true));
+        assert_eq!(w.len(), 3, "the rest of the slot waits in due");
+        w.insert(0, 9); // already passed: queued behind the rest of the slot
+        assert_eq!(slice(&mut w, 50, 2), (vec![2, 3], true));
+        assert_eq!(slice(&mut w, 50, 2), (vec![4, 9], false));
+        assert!(w.is_empty());
+        assert_eq!(w.next_deadline_ms(), None);
+    }
+
+    #[test]
+    fn items_inserted_between_slices_fire_in_tick_order() {
+        // Ten items on ticks 1..=10, the wheel jumps to 100 ms: all due, fired in
+        // slices. Items inserted between slices with passed deadlines fire in this
+        // advance, by tick among the items not yet fired; later ones wait.
+        let mut w = Wheel::new(0);
+        for i in 0..10 {
+            w.insert(10 + i * 10, i);
+        }
+        assert_eq!(slice(&mut w, 100, 3), (vec![0, 1, 2], true));
+        w.insert(5, 100); // tick 1: already passed, due first
+        w.insert(65, 101); // tick 7: after item 6, inserted earlier on the same tick
+        w.insert(100, 102); // tick 10 = now: last
+        w.insert(97, 103); // tick 10 too, after 102
+        w.insert(101, 104); // after now: the next advance
+        assert_eq!(w.len(), 12);
+        assert_eq!(
+            fired_in_slices(&mut w, 100, || 2),
+            vec![100, 3, 4, 5, 6, 101, 7, 8, 9, 102, 103]
+        );
+        assert_eq!(w.next_deadline_ms(), Some(110));
+        assert_eq!(fired(&mut w, 110), vec![104]);
+    }
+
+    #[test]
+    fn zero_budget_fires_nothing_but_reports_due_work() {
+        let mut w = Wheel::new(0);
+        assert_eq!(slice(&mut w, 0, 0), (vec![], false), "empty wheel");
+        w.insert(30, 1);
+        w.insert(HOUR, 2);
+        assert_eq!(slice(&mut w, 20, 0), (vec![], false), "nothing due yet");
+        assert_eq!(slice(&mut w, 40, 0), (vec![], true));
+        assert_eq!(slice(&mut w, 40, 1), (vec![1], false));
+        assert_eq!(w.len(), 1);
+    }
+
     #[test]
     fn large_jump_fires_everything_in_order() {
         let mut w = Wheel::new(42);
@@ -1095,6 +1341,86 @@ mod tests {
             // Drain everything left and compare once more.
             let end = now + 50 * YEAR;
             prop_assert_eq!(fired(&mut w, end), oracle.advance(end));
+            prop_assert!(w.is_empty());
+        }
+
+        /// The same, advancing in slices of `budgets` (cycled) and inserting one of
+        /// `late` (relative deadlines, cycled) between every two slices. Items that were
+        /// in the wheel before an advance fire exactly in the oracle's (= unbounded)
+        /// order; late ones fire in that advance if their deadline has passed, else not.
+        #[test]
+        fn sliced_advance_matches_naive_oracle(
+            start in 0u64..10_000_000,
+            ops in prop::collection::vec(op(), 1..120),
+            budgets in prop::collection::vec(prop_oneof![1usize..4, 1usize..400], 1..8),
+            late in prop::collection::vec(-30_000i64..30_000, 0..6),
+        ) {
+            let mut w = Wheel::new(start);
+            let mut oracle = Oracle { now_ms: start, pending: Vec::new() };
+            let mut deadlines = Vec::new();
+            let mut now = start;
+            let mut k = 0usize;
+            for op in ops {
+                match op {
+                    Op::Insert(rel) => {
+                        let d = now.saturating_add_signed(rel);
+                        oracle.insert(d, deadlines.len() as u64);
+                        w.insert(d, deadlines.len() as u64);
+                        deadlines.push(d);
+                    }
+                    Op::Burst(n, rel) => {
+                        for _ in 0..n {
+                            let d = now + rel;
+                            oracle.insert(d, deadlines.len() as u64);
+                            w.insert(d, deadlines.len() as u64);
+                            deadlines.push(d);
+                        }
+                    }
+                    Op::Advance(step) => {
+                        now += step;
+                        let want_old = oracle.advance(now);
+                        let first_late = deadlines.len() as u64;
+                        let mut got = Vec::new();
+                        for n in 0.. {
+                            let (out, more) = slice(&mut w, now, budgets[k % budgets.len()]);
+                            got.extend(out);
+                            if !more {
+                                break;
+                            }
+                            // Bounded: slices of 1 that each add a due item never end.
+                            if !late.is_empty() && n < 20 {
+                                let d = now.saturating_add_signed(late[k % late.len()]);
+                                oracle.insert(d, deadlines.len() as u64);
+                                w.insert(d, deadlines.len() as u64);
+                                deadlines.push(d);
+                            }
+                            k += 1;
+                        }
+                        let mut want_late = oracle.advance(now);
+                        for &seq in &got {
+                            prop_assert!(deadlines[seq as usize] <= now, "fired early");
+                        }
+                        let (old, mut got_late): (Vec<u64>, Vec<u64>) =
+                            got.into_iter().partition(|&s| s < first_late);
+                        prop_assert_eq!(old, want_old, "at now {}", now);
+                        got_late.sort_unstable();
+                        want_late.sort_unstable();
+                        prop_assert_eq!(got_late, want_late, "late inserts at now {}", now);
+                    }
+                }
+                prop_assert_eq!(w.len(), oracle.pending.len());
+                w.check_invariants();
+                let bound = w.next_deadline_ms();
+                match oracle.earliest_fire_ms() {
+                    None => prop_assert_eq!(bound, None),
+                    Some(real) => {
+                        let bound = bound.expect("non-empty wheel has a deadline");
+                        prop_assert!(bound <= real, "bound {} later than {}", bound, real);
+                    }
+                }
+            }
+            let end = now + 50 * YEAR;
+            prop_assert_eq!(fired_in_slices(&mut w, end, || 7), oracle.advance(end));
             prop_assert!(w.is_empty());
         }
     }
