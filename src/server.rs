@@ -306,8 +306,10 @@ fn restore(
     }
 }
 
-/// The timer thread's dispatch: binding expiry here, GB28181 timers in the
-/// platform. Returns a timer to re-arm, if any.
+/// The timer thread's dispatch at `now` (the slice's clock reading): binding
+/// expiry here, GB28181 timers in the platform. Returns a timer to re-arm, if
+/// any: a device's expiry event that found live bindings goes back in at the
+/// earliest of their deadlines.
 fn on_timer(
     registry: &Registry,
     registrar: &Registrar,

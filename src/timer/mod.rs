@@ -10,11 +10,13 @@
 //!
 //! There is no "cancel" command and the wheel never searches for an item. Each item
 //! carries the key and generation of what it is about (e.g. an AOR and the binding
-//! generation at the time it was scheduled); a refresh bumps the generation in the
-//! device table and schedules a new item. When an old item fires, `fire` looks up the
-//! key, sees a newer generation, and does nothing. A stale item costs one table lookup
-//! when it fires; cancelling would cost a search, or a handle per timer, on every
-//! refresh, which is the hot path.
+//! generation at the time it was scheduled); an item that must fire earlier than the
+//! pending one bumps the generation in the device table and is scheduled anew. When
+//! an old item fires, `fire` looks up the key, sees a newer generation, and does
+//! nothing. Cancelling would cost a search, or a handle per timer. A refresh, the hot
+//! path, only moves a deadline later: it schedules nothing, and the pending item, when
+//! it fires early, re-arms itself at the new deadline (`fire` returns it; see
+//! `registry::Device::arm_expiry`), so the wheel holds one item per device.
 //!
 //! # Time
 //!
