@@ -220,11 +220,16 @@ fn keepalive_timeout_takes_the_device_offline_unless_refreshed() {
     f.send(&keepalive("k1"), 2000);
     let first = f.out.timers[0].event.clone();
     f.send(&keepalive("k2"), 60_000);
-    let second = f.out.timers[0].event.clone();
-    // The older deadline is stale after a newer keep-alive.
-    assert_eq!(f.platform.on_timer(&first, 182_000), None);
+    // One pending timeout per device: a later keep-alive schedules nothing…
+    assert!(f.out.timers.is_empty());
+    // …and the pending one, firing at the first deadline, re-arms itself at
+    // the newest instead of taking the device offline.
+    assert_eq!(
+        f.platform.on_timer(&first, 182_000),
+        Some((240_000, first.clone()))
+    );
     assert!(f.online());
-    assert_eq!(f.platform.on_timer(&second, 240_000), None);
+    assert_eq!(f.platform.on_timer(&first, 240_000), None);
     assert!(!f.online());
     // Online again on its next keep-alive.
     f.send(&keepalive("k3"), 250_000);

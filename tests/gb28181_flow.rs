@@ -216,3 +216,50 @@ fn hikvision_capture_replayed() {
     assert_eq!(bye.code(), 200, "{bye:?}");
     assert!(bye.contacts().is_empty());
 }
+
+/// One keep-alive timeout event per camera: keep-alives schedule nothing once
+/// one is pending, and the pending one re-arms itself at the newest deadline,
+/// so a camera that keeps sending stays online past the first deadline and
+/// goes offline one timeout after it stops.
+#[test]
+fn keepalives_keep_a_camera_online_until_they_stop() {
+    let srv = Server::start(&[
+        "--realm",
+        "3402000000",
+        "--password",
+        "12345",
+        "--keepalive-timeout",
+        "1",
+    ]);
+    let mut ua = Ua::new(Udp::connect(srv.addr()), DEVICE, "3402000000", "12345");
+    let contact = format!("<sip:{DEVICE}@{}>", ua.conn.local_addr());
+    assert_eq!(ua.register(&[&contact], Some(3600)).code(), 200);
+    let offline = || srv.metric("sipreg_devices_went_offline_total");
+    let ka = format!(
+        "<Notify><CmdType>Keepalive</CmdType><SN>1</SN><DeviceID>{DEVICE}</DeviceID><Status>OK</Status></Notify>"
+    );
+    // 2.4 s of keep-alives every 300 ms: past the first deadline (1 s) twice over.
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_millis(2400) {
+        let resp = ua.send_raw(&message(&ua.conn, &ka));
+        assert_eq!(resp.code(), 200, "{resp:?}");
+        assert_eq!(offline(), Some(0.0), "offline while keep-alives arrive");
+        std::thread::sleep(Duration::from_millis(300));
+    }
+    let stopped = Instant::now();
+    assert!(
+        common::client::poll_until(Duration::from_secs(5), || (offline() == Some(1.0))
+            .then_some(()))
+        .is_some(),
+        "never went offline"
+    );
+    // One timeout (1 s) after the last keep-alive, within a tick and CI slack.
+    assert!(
+        stopped.elapsed() >= Duration::from_millis(600),
+        "{:?}",
+        stopped.elapsed()
+    );
+    let (code, body) = srv.http_get(&format!("/api/devices/{DEVICE}"));
+    assert_eq!(code, 200);
+    assert!(body.contains("\"online\":false"), "{body}");
+}

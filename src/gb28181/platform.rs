@@ -191,7 +191,7 @@ impl Platform {
         reply: impl FnOnce(&mut Output, u16, &str) -> Handled,
     ) -> Handled {
         enum Verdict {
-            Ok(Timer),
+            Ok(Option<Timer>),
             NotRegistered,
             ElsewhereFrom,
         }
@@ -207,20 +207,27 @@ impl Platform {
             gb.known = true;
             gb.online = true;
             gb.last_keepalive_unix = Some(now.unix_secs);
-            gb.keepalive_deadline_ms = Some(now.mono_ms + timeout);
+            let deadline_ms = now.mono_ms + timeout;
+            gb.keepalive_deadline_ms = Some(deadline_ms);
+            // The pending timeout (if any) fires first and re-arms itself at
+            // this deadline (`on_timer`), so the usual keep-alive sends nothing.
+            if gb.keepalive_timer_ms.is_some_and(|at| at <= deadline_ms) {
+                return Verdict::Ok(None);
+            }
             gb.keepalive_generation += 1;
-            Verdict::Ok(Timer {
-                deadline_ms: now.mono_ms + timeout,
+            gb.keepalive_timer_ms = Some(deadline_ms);
+            Verdict::Ok(Some(Timer {
+                deadline_ms,
                 event: TimerEvent::KeepaliveTimeout {
                     aor: key.clone(),
                     generation: gb.keepalive_generation,
                 },
-            })
+            }))
         });
         match verdict {
             Verdict::Ok(timer) => {
                 WorkerStats::inc(&self.stats.keepalives);
-                out.timers.push(timer);
+                out.timers.extend(timer);
                 reply(out, 200, "OK")
             }
             Verdict::NotRegistered => {
@@ -335,16 +342,30 @@ impl Platform {
         match event {
             TimerEvent::KeepaliveTimeout { aor, generation } => {
                 self.registry.modify(aor, |d| {
-                    if d.gb().keepalive_generation == *generation && d.gb().online {
-                        d.gb_mut().online = false;
-                        WorkerStats::inc(&self.stats.went_offline);
-                        log::info!(
-                            "device {} offline: no keep-alive",
-                            String::from_utf8_lossy(aor)
-                        );
+                    if d.gb().keepalive_generation != *generation {
+                        return None;
                     }
-                });
-                None
+                    let gb = d.gb_mut();
+                    match gb.keepalive_deadline_ms {
+                        // Keep-alives came since it was armed: wait for the newest.
+                        Some(deadline_ms) if gb.online && deadline_ms > now_ms => {
+                            gb.keepalive_timer_ms = Some(deadline_ms);
+                            Some((deadline_ms, event.clone()))
+                        }
+                        _ => {
+                            gb.keepalive_timer_ms = None;
+                            if gb.online {
+                                gb.online = false;
+                                WorkerStats::inc(&self.stats.went_offline);
+                                log::info!(
+                                    "device {} offline: no keep-alive",
+                                    String::from_utf8_lossy(aor)
+                                );
+                            }
+                            None
+                        }
+                    }
+                })
             }
             TimerEvent::CatalogTimeout { aor, sn } => {
                 self.registry.modify(aor, |d| catalog_timed_out(d, *sn));

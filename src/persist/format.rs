@@ -463,6 +463,7 @@ fn gb_state(r: &mut Reader<'_>, clock: Clock) -> Result<GbState, FormatError> {
         last_keepalive_unix,
         keepalive_deadline_ms: keepalive_deadline_ms.filter(|_| online),
         keepalive_generation: 0,
+        keepalive_timer_ms: None,
         channels,
         catalog,
         pending_channels: Vec::new(),

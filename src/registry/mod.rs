@@ -362,6 +362,12 @@ pub struct GbState {
     /// Bumped by every keep-alive or state change; keep-alive timeout events
     /// carry it so an older event is a no-op.
     pub keepalive_generation: u64,
+    /// Deadline of the pending keep-alive timeout event (the one carrying
+    /// `keepalive_generation`), if any. Keep-alives only move the deadline
+    /// later, so one pending event serves them all: it re-arms itself at the
+    /// newest deadline when it fires early (as `Device::arm_expiry` does for
+    /// bindings), and a keep-alive schedules nothing.
+    pub keepalive_timer_ms: Option<u64>,
     pub channels: Vec<Channel>,
     pub catalog: CatalogStatus,
     /// Items of the catalog response being assembled (SN in `catalog`); they
@@ -427,6 +433,7 @@ static NO_GB: GbState = GbState {
     last_keepalive_unix: None,
     keepalive_deadline_ms: None,
     keepalive_generation: 0,
+    keepalive_timer_ms: None,
     channels: Vec::new(),
     catalog: CatalogStatus::NeverQueried,
     pending_channels: Vec::new(),
@@ -718,6 +725,8 @@ impl Registry {
                 let g = d.gb_mut();
                 *g = GbState {
                     keepalive_generation: g.keepalive_generation,
+                    // The caller arms the timeout at the restored deadline.
+                    keepalive_timer_ms: gb.keepalive_deadline_ms,
                     ..gb
                 };
             }
