@@ -115,6 +115,17 @@ enum Requests {
     Fresh(Box<dyn FnMut() -> Vec<u8>>),
 }
 
+impl Requests {
+    /// Fresh requests built by `make` from a running number: 1, 2, 3…
+    fn numbered(mut make: impl FnMut(u64) -> Vec<u8> + 'static) -> Self {
+        let mut n = 0u64;
+        Requests::Fresh(Box::new(move || {
+            n += 1;
+            make(n)
+        }))
+    }
+}
+
 /// A harness ready for the measured operations, what they are fed, and what
 /// each must return.
 struct Case {
@@ -149,26 +160,18 @@ fn options_retransmission() -> Case {
 
 /// Each REGISTER creates a binding for a new AOR.
 fn register_noauth_new() -> Case {
-    let mut n = 0u64;
     Case {
         harness: Harness::new(true),
-        requests: Requests::Fresh(Box::new(move || {
-            n += 1;
-            request("REGISTER", &format!("u{n}"), 1, n, "")
-        })),
+        requests: Requests::numbered(|n| request("REGISTER", &format!("u{n}"), 1, n, "")),
         expect: Handled::Reply(200),
     }
 }
 
 /// A REGISTER without credentials, answered with a fresh nonce.
 fn register_challenge() -> Case {
-    let mut branch = 0u64;
     Case {
         harness: Harness::new(false),
-        requests: Requests::Fresh(Box::new(move || {
-            branch += 1;
-            request("REGISTER", "alice", 1, branch, "")
-        })),
+        requests: Requests::numbered(|branch| request("REGISTER", "alice", 1, branch, "")),
         expect: Handled::Reply(401),
     }
 }
@@ -186,11 +189,10 @@ fn register_digest_refresh() -> Case {
     let nonce = ch.param(b"nonce").expect("nonce").to_vec();
     let opaque = ch.param(b"opaque").expect("opaque").to_vec();
     let key = ha1(b"alice", b"sipreg", b"secret");
-    let mut nc = 0u32;
     Case {
         harness,
-        requests: Requests::Fresh(Box::new(move || {
-            nc += 1;
+        requests: Requests::numbered(move |n| {
+            let nc = u32::try_from(n).expect("fewer than 2^32 operations");
             let resp = client_response(
                 &key,
                 &nonce,
@@ -205,8 +207,8 @@ fn register_digest_refresh() -> Case {
                 String::from_utf8_lossy(&format_nc(nc)),
                 String::from_utf8_lossy(&opaque)
             );
-            request("REGISTER", "alice", nc + 1, u64::from(nc) + 10, &auth)
-        })),
+            request("REGISTER", "alice", nc + 1, n + 10, &auth)
+        }),
         expect: Handled::Reply(200),
     }
 }

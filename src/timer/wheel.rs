@@ -1292,6 +1292,46 @@ mod tests {
         ]
     }
 
+    /// Applies an insert or a burst at `now` to the wheel and the oracle alike
+    /// (each item numbered by its index in `deadlines`); an advance is left to
+    /// the test, which gets its step.
+    fn apply_inserts(
+        op: Op,
+        now: u64,
+        w: &mut Wheel<u64>,
+        oracle: &mut Oracle,
+        deadlines: &mut Vec<u64>,
+    ) -> Option<u64> {
+        let (count, d) = match op {
+            Op::Insert(rel) => (1, now.saturating_add_signed(rel)),
+            Op::Burst(n, rel) => (n, now + rel),
+            Op::Advance(step) => return Some(step),
+        };
+        for _ in 0..count {
+            oracle.insert(d, deadlines.len() as u64);
+            w.insert(d, deadlines.len() as u64);
+            deadlines.push(d);
+        }
+        None
+    }
+
+    /// After every operation: the wheel holds what the oracle holds, its
+    /// invariants hold, and its next deadline is never later than the
+    /// oracle's first firing.
+    fn agrees_with(w: &Wheel<u64>, oracle: &Oracle) -> Result<(), TestCaseError> {
+        prop_assert_eq!(w.len(), oracle.pending.len());
+        w.check_invariants();
+        let bound = w.next_deadline_ms();
+        match oracle.earliest_fire_ms() {
+            None => prop_assert_eq!(bound, None),
+            Some(real) => {
+                let bound = bound.expect("non-empty wheel has a deadline");
+                prop_assert!(bound <= real, "bound {} later than {}", bound, real);
+            }
+        }
+        Ok(())
+    }
+
     proptest! {
         #![proptest_config(ProptestConfig::with_cases(512))]
 
@@ -1302,41 +1342,16 @@ mod tests {
             let mut deadlines = Vec::new();
             let mut now = start;
             for op in ops {
-                match op {
-                    Op::Insert(rel) => {
-                        let d = now.saturating_add_signed(rel);
-                        oracle.insert(d, deadlines.len() as u64);
-                        w.insert(d, deadlines.len() as u64);
-                        deadlines.push(d);
+                if let Some(step) = apply_inserts(op, now, &mut w, &mut oracle, &mut deadlines) {
+                    now += step;
+                    let want = oracle.advance(now);
+                    let got = fired(&mut w, now);
+                    for &seq in &got {
+                        prop_assert!(deadlines[seq as usize] <= now, "fired early");
                     }
-                    Op::Burst(n, rel) => {
-                        for _ in 0..n {
-                            let d = now + rel;
-                            oracle.insert(d, deadlines.len() as u64);
-                            w.insert(d, deadlines.len() as u64);
-                            deadlines.push(d);
-                        }
-                    }
-                    Op::Advance(step) => {
-                        now += step;
-                        let want = oracle.advance(now);
-                        let got = fired(&mut w, now);
-                        for &seq in &got {
-                            prop_assert!(deadlines[seq as usize] <= now, "fired early");
-                        }
-                        prop_assert_eq!(got, want, "at now {}", now);
-                    }
+                    prop_assert_eq!(got, want, "at now {}", now);
                 }
-                prop_assert_eq!(w.len(), oracle.pending.len());
-                w.check_invariants();
-                let bound = w.next_deadline_ms();
-                match oracle.earliest_fire_ms() {
-                    None => prop_assert_eq!(bound, None),
-                    Some(real) => {
-                        let bound = bound.expect("non-empty wheel has a deadline");
-                        prop_assert!(bound <= real, "bound {} later than {}", bound, real);
-                    }
-                }
+                agrees_with(&w, &oracle)?;
             }
             // Drain everything left and compare once more.
             let end = now + 50 * YEAR;
@@ -1361,63 +1376,38 @@ mod tests {
             let mut now = start;
             let mut k = 0usize;
             for op in ops {
-                match op {
-                    Op::Insert(rel) => {
-                        let d = now.saturating_add_signed(rel);
-                        oracle.insert(d, deadlines.len() as u64);
-                        w.insert(d, deadlines.len() as u64);
-                        deadlines.push(d);
-                    }
-                    Op::Burst(n, rel) => {
-                        for _ in 0..n {
-                            let d = now + rel;
+                if let Some(step) = apply_inserts(op, now, &mut w, &mut oracle, &mut deadlines) {
+                    now += step;
+                    let want_old = oracle.advance(now);
+                    let first_late = deadlines.len() as u64;
+                    let mut got = Vec::new();
+                    for n in 0.. {
+                        let (out, more) = slice(&mut w, now, budgets[k % budgets.len()]);
+                        got.extend(out);
+                        if !more {
+                            break;
+                        }
+                        // Bounded: slices of 1 that each add a due item never end.
+                        if !late.is_empty() && n < 20 {
+                            let d = now.saturating_add_signed(late[k % late.len()]);
                             oracle.insert(d, deadlines.len() as u64);
                             w.insert(d, deadlines.len() as u64);
                             deadlines.push(d);
                         }
+                        k += 1;
                     }
-                    Op::Advance(step) => {
-                        now += step;
-                        let want_old = oracle.advance(now);
-                        let first_late = deadlines.len() as u64;
-                        let mut got = Vec::new();
-                        for n in 0.. {
-                            let (out, more) = slice(&mut w, now, budgets[k % budgets.len()]);
-                            got.extend(out);
-                            if !more {
-                                break;
-                            }
-                            // Bounded: slices of 1 that each add a due item never end.
-                            if !late.is_empty() && n < 20 {
-                                let d = now.saturating_add_signed(late[k % late.len()]);
-                                oracle.insert(d, deadlines.len() as u64);
-                                w.insert(d, deadlines.len() as u64);
-                                deadlines.push(d);
-                            }
-                            k += 1;
-                        }
-                        let mut want_late = oracle.advance(now);
-                        for &seq in &got {
-                            prop_assert!(deadlines[seq as usize] <= now, "fired early");
-                        }
-                        let (old, mut got_late): (Vec<u64>, Vec<u64>) =
-                            got.into_iter().partition(|&s| s < first_late);
-                        prop_assert_eq!(old, want_old, "at now {}", now);
-                        got_late.sort_unstable();
-                        want_late.sort_unstable();
-                        prop_assert_eq!(got_late, want_late, "late inserts at now {}", now);
+                    let mut want_late = oracle.advance(now);
+                    for &seq in &got {
+                        prop_assert!(deadlines[seq as usize] <= now, "fired early");
                     }
+                    let (old, mut got_late): (Vec<u64>, Vec<u64>) =
+                        got.into_iter().partition(|&s| s < first_late);
+                    prop_assert_eq!(old, want_old, "at now {}", now);
+                    got_late.sort_unstable();
+                    want_late.sort_unstable();
+                    prop_assert_eq!(got_late, want_late, "late inserts at now {}", now);
                 }
-                prop_assert_eq!(w.len(), oracle.pending.len());
-                w.check_invariants();
-                let bound = w.next_deadline_ms();
-                match oracle.earliest_fire_ms() {
-                    None => prop_assert_eq!(bound, None),
-                    Some(real) => {
-                        let bound = bound.expect("non-empty wheel has a deadline");
-                        prop_assert!(bound <= real, "bound {} later than {}", bound, real);
-                    }
-                }
+                agrees_with(&w, &oracle)?;
             }
             let end = now + 50 * YEAR;
             prop_assert_eq!(fired_in_slices(&mut w, end, || 7), oracle.advance(end));
