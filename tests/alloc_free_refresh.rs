@@ -5,16 +5,13 @@
 mod common;
 
 use std::net::SocketAddr;
-use std::sync::Arc;
 
-use sipreg::auth::{client_response, format_nc, ha1, CredentialStore, NonceSecret};
-use sipreg::registrar::txcache::TxCache;
-use sipreg::registrar::{Handled, Inbound, Now, Output, Policy, Registrar, WorkerCtx};
-use sipreg::registry::{Registry, Transport};
+use sipreg::auth::{client_response, format_nc, ha1};
+use sipreg::registrar::{Handled, Policy};
 use sipreg::sip::{scan, AuthHeader, HeaderId};
-use sipreg::stats::WorkerStats;
 
 use common::counting::{counted, Counting};
+use common::sans_io::{SansIo, PASSWORD, REALM};
 
 #[global_allocator]
 static GLOBAL: Counting = Counting;
@@ -39,38 +36,15 @@ fn register(cseq: u32, branch: &str, auth: &str) -> Vec<u8> {
 
 #[test]
 fn refresh_with_digest_allocates_nothing() {
-    let registry = Arc::new(Registry::new());
-    let policy = Policy {
+    let mut io = SansIo::new(Policy {
         max_expires: 3600,
         default_expires: 600,
         ..Policy::default()
-    };
-    let creds = CredentialStore::new(b"sipreg").with_password(b"secret");
-    let registrar = Registrar::new(
-        policy,
-        registry.clone(),
-        creds,
-        NonceSecret::random().unwrap(),
-    );
-    let stats = WorkerStats::default();
-    let mut tx = TxCache::new();
-    let mut out = Output::default();
+    });
     let source: SocketAddr = "127.0.0.1:5070".parse().unwrap();
     let mut handle = |bytes: &[u8], mono_ms: u64| {
-        let inb = Inbound {
-            bytes,
-            source,
-            transport: Transport::Udp,
-            conn: None,
-        };
-        let mut ctx = WorkerCtx {
-            stats: &stats,
-            transactions: &mut tx,
-            limiter: None,
-        };
-        let now = Now::at(mono_ms, 1_800_000_000 + mono_ms / 1000);
-        let h = registrar.handle(&inb, now, &mut ctx, &mut out);
-        (h, out.reply.clone(), out.timers.len())
+        let h = io.udp(bytes, source, mono_ms);
+        (h, io.out.reply.clone(), io.out.timers.len())
     };
 
     // Challenge, then register (these may allocate: new device, nonce entry).
@@ -80,7 +54,7 @@ fn refresh_with_digest_allocates_nothing() {
     let challenge = AuthHeader::parse(msg.value(HeaderId::WwwAuthenticate).unwrap()).unwrap();
     let nonce = challenge.param(b"nonce").unwrap().to_vec();
     let opaque = challenge.param(b"opaque").unwrap().to_vec();
-    let key = ha1(b"alice", b"sipreg", b"secret");
+    let key = ha1(b"alice", REALM, PASSWORD);
     let auth_for = |nc: u32| {
         let cnonce = b"c0ffee";
         let resp = client_response(
@@ -109,33 +83,20 @@ fn refresh_with_digest_allocates_nothing() {
     // exactly what the registrar does for a refresh.
     for (i, cseq) in (4..20u32).enumerate() {
         let req = register(cseq, &format!("r{cseq}"), &auth_for(cseq - 1));
-        let inb = Inbound {
-            bytes: &req,
-            source,
-            transport: Transport::Udp,
-            conn: None,
-        };
-        let now = Now::at(4000 + i as u64 * 1000, 1_800_000_004 + i as u64);
-        let (h, allocs) = counted(|| {
-            let mut ctx = WorkerCtx {
-                stats: &stats,
-                transactions: &mut tx,
-                limiter: None,
-            };
-            registrar.handle(&inb, now, &mut ctx, &mut out)
-        });
+        let (h, allocs) = counted(|| io.udp(&req, source, 4000 + i as u64 * 1000));
         assert_eq!(
             h,
             Handled::Reply(200),
             "{}",
-            String::from_utf8_lossy(&out.reply)
+            String::from_utf8_lossy(&io.out.reply)
         );
         // The event armed by the first registration stays in the wheel and
         // re-arms itself when it fires; a refresh sends nothing.
-        assert!(out.timers.is_empty(), "a refresh scheduled a timer");
+        assert!(io.out.timers.is_empty(), "a refresh scheduled a timer");
         assert_eq!(allocs, 0, "refresh {cseq} allocated {allocs} times");
     }
-    let (bindings, armed, deadline) = registry
+    let (bindings, armed, deadline) = io
+        .registry
         .read(b"alice@127.0.0.1", |d| {
             d.map(|d| (d.bindings.len(), d.armed_ms, d.bindings[0].expires_at_ms))
         })

@@ -437,26 +437,16 @@ static GLOBAL: counting::Counting = counting::Counting;
 
 #[test]
 fn sha256_refresh_and_a_counted_failure_allocate_nothing() {
-    use sipreg::auth::{client_response_key, format_nc, CredentialStore, Ha1Key, NonceSecret};
-    use sipreg::registrar::txcache::TxCache;
-    use sipreg::registrar::{Handled, Inbound, Now, Output, Policy, Registrar, WorkerCtx};
-    use sipreg::registry::{Registry, Transport};
+    use common::sans_io::{SansIo, PASSWORD, REALM};
+    use sipreg::auth::{client_response_key, format_nc, Ha1Key};
+    use sipreg::registrar::{Handled, Policy};
     use sipreg::sip::{scan, AuthHeader};
-    use sipreg::stats::WorkerStats;
-    use std::sync::Arc;
 
-    let registry = Arc::new(Registry::new());
-    let policy = Policy {
+    let mut io = SansIo::new(Policy {
         max_expires: 3600,
         default_expires: 600,
         ..Policy::default()
-    };
-    let creds = CredentialStore::new(b"sipreg").with_password(b"secret");
-    let secret = NonceSecret::random().expect("urandom");
-    let registrar = Registrar::new(policy, registry.clone(), creds, secret);
-    let stats = WorkerStats::default();
-    let mut tx = TxCache::new();
-    let mut out = Output::default();
+    });
     let source: std::net::SocketAddr = "127.0.0.1:5070".parse().expect("addr");
     let request = |cseq: u32, auth: &str| {
         format!(
@@ -475,27 +465,13 @@ fn sha256_refresh_and_a_counted_failure_allocate_nothing() {
         .into_bytes()
     };
     let mut handle = |bytes: &[u8], secs: u64, count: bool| {
-        let inb = Inbound {
-            bytes,
-            source,
-            transport: Transport::Udp,
-            conn: None,
-        };
-        let now = Now::at(secs * 1000, 1_800_000_000 + secs);
-        let mut run = || {
-            let mut ctx = WorkerCtx {
-                stats: &stats,
-                transactions: &mut tx,
-                limiter: None,
-            };
-            registrar.handle(&inb, now, &mut ctx, &mut out)
-        };
+        let mut run = || io.udp(bytes, source, secs * 1000);
         let (h, allocs) = if count {
             counting::counted(run)
         } else {
             (run(), 0)
         };
-        (h, allocs, out.reply.clone())
+        (h, allocs, io.out.reply.clone())
     };
 
     let (h, _, reply) = handle(&request(1, ""), 1, false);
@@ -510,7 +486,7 @@ fn sha256_refresh_and_a_counted_failure_allocate_nothing() {
     let nonce = first.param(b"nonce").expect("nonce").to_vec();
     let opaque = first.param(b"opaque").expect("opaque").to_vec();
     let auth_for = |nc: u32, password: &[u8]| {
-        let key = Ha1Key::derive(Algorithm::Sha256, b"alice", b"sipreg", password);
+        let key = Ha1Key::derive(Algorithm::Sha256, b"alice", REALM, password);
         let resp = client_response_key(
             &key,
             &nonce,
@@ -530,11 +506,11 @@ fn sha256_refresh_and_a_counted_failure_allocate_nothing() {
     };
     // Register, warm up the reusable buffers with a refresh and a failure.
     assert_eq!(
-        handle(&request(2, &auth_for(1, b"secret")), 2, false).0,
+        handle(&request(2, &auth_for(1, PASSWORD)), 2, false).0,
         Handled::Reply(200)
     );
     assert_eq!(
-        handle(&request(3, &auth_for(2, b"secret")), 3, false).0,
+        handle(&request(3, &auth_for(2, PASSWORD)), 3, false).0,
         Handled::Reply(200)
     );
     assert_eq!(
@@ -543,7 +519,7 @@ fn sha256_refresh_and_a_counted_failure_allocate_nothing() {
     );
 
     for cseq in 5..15u32 {
-        let req = request(cseq, &auth_for(cseq, b"secret"));
+        let req = request(cseq, &auth_for(cseq, PASSWORD));
         let (h, allocs, reply) = handle(&req, u64::from(cseq), true);
         assert_eq!(
             h,

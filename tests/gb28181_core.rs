@@ -2,18 +2,19 @@
 //! keep-alives, online state, catalog aggregation, queries and their timers.
 //! Only the socket edge is replaced: an outbox that records what would be sent.
 
+mod common;
+
 use std::net::SocketAddr;
 use std::sync::Arc;
 
+use common::sans_io::SansIo;
 use crossbeam_channel::Receiver;
 use parking_lot::Mutex;
-use sipreg::auth::{CredentialStore, NonceSecret};
 use sipreg::gb28181::{Dest, Outbox, Platform, PlatformConfig, QueryKind, QuerySender};
-use sipreg::registrar::txcache::TxCache;
-use sipreg::registrar::{Handled, Inbound, Now, Output, Policy, Registrar, TimerEvent, WorkerCtx};
-use sipreg::registry::{CatalogStatus, Registry, Transport};
+use sipreg::registrar::{Handled, Policy, TimerEvent};
+use sipreg::registry::CatalogStatus;
 use sipreg::sip::{scan, HeaderId, ResponseWriter};
-use sipreg::stats::{GbStats, WorkerStats};
+use sipreg::stats::GbStats;
 use sipreg::timer::TimerCmd;
 
 const DEVICE: &str = "34020000001320000001";
@@ -28,72 +29,49 @@ impl Outbox for Recorder {
 }
 
 struct Fixture {
-    registrar: Registrar,
+    io: SansIo,
     platform: Arc<Platform>,
-    registry: Arc<Registry>,
     sent: Arc<Recorder>,
     timers: Receiver<TimerCmd<TimerEvent>>,
-    stats: WorkerStats,
-    tx: TxCache,
-    out: Output,
     device: SocketAddr,
 }
 
 impl Fixture {
     fn new() -> Self {
-        let registry = Arc::new(Registry::new());
         let (timer_tx, timers) = crossbeam_channel::unbounded();
-        let platform = Arc::new(Platform::new(
-            PlatformConfig {
-                platform_id: "34020000002000000001".into(),
-                keepalive_timeout_ms: 180_000,
-                query_timeout_ms: 32_000,
-                listen: "127.0.0.1:5060".parse().unwrap(),
-            },
-            registry.clone(),
-            Arc::new(GbStats::default()),
-            timer_tx,
-        ));
         let sent = Arc::new(Recorder::default());
-        platform.set_outbox(sent.clone());
+        let mut platform = None;
         let policy = Policy {
             no_auth: true,
             ..Policy::default()
         };
-        let registrar = Registrar::new(
-            policy,
-            registry.clone(),
-            CredentialStore::new(b"sipreg"),
-            NonceSecret::random().unwrap(),
-        )
-        .with_platform(platform.clone());
+        let io = SansIo::with(policy, |registrar| {
+            let p = Arc::new(Platform::new(
+                PlatformConfig {
+                    platform_id: "34020000002000000001".into(),
+                    keepalive_timeout_ms: 180_000,
+                    query_timeout_ms: 32_000,
+                    listen: "127.0.0.1:5060".parse().unwrap(),
+                },
+                registrar.registry.clone(),
+                Arc::new(GbStats::default()),
+                timer_tx,
+            ));
+            p.set_outbox(sent.clone());
+            platform = Some(p.clone());
+            registrar.with_platform(p)
+        });
         Fixture {
-            registrar,
-            platform,
-            registry,
+            io,
+            platform: platform.expect("built with the registrar"),
             sent,
             timers,
-            stats: WorkerStats::default(),
-            tx: TxCache::new(),
-            out: Output::default(),
             device: "127.0.0.1:5070".parse().unwrap(),
         }
     }
 
     fn send_from(&mut self, source: SocketAddr, bytes: &[u8], mono_ms: u64) -> Handled {
-        let inb = Inbound {
-            bytes,
-            source,
-            transport: Transport::Udp,
-            conn: None,
-        };
-        let mut ctx = WorkerCtx {
-            stats: &self.stats,
-            transactions: &mut self.tx,
-            limiter: None,
-        };
-        let now = Now::at(mono_ms, 1_800_000_000 + mono_ms / 1000);
-        self.registrar.handle(&inb, now, &mut ctx, &mut self.out)
+        self.io.udp(bytes, source, mono_ms)
     }
 
     fn send(&mut self, bytes: &[u8], mono_ms: u64) -> Handled {
@@ -101,7 +79,7 @@ impl Fixture {
     }
 
     fn reply_text(&self) -> String {
-        String::from_utf8_lossy(&self.out.reply).into_owned()
+        String::from_utf8_lossy(&self.io.out.reply).into_owned()
     }
 
     fn register(&mut self, expires: u32, cseq: u32) -> Handled {
@@ -120,13 +98,15 @@ impl Fixture {
     }
 
     fn catalog(&self) -> CatalogStatus {
-        self.registry
+        self.io
+            .registry
             .read(DEVICE.as_bytes(), |d| d.map(|d| d.gb().catalog.clone()))
             .unwrap()
     }
 
     fn channel_names(&self) -> Vec<String> {
-        self.registry
+        self.io
+            .registry
             .read(DEVICE.as_bytes(), |d| {
                 d.map(|d| d.gb().channels.iter().map(|c| c.name.clone()).collect())
             })
@@ -134,7 +114,8 @@ impl Fixture {
     }
 
     fn online(&self) -> bool {
-        self.registry
+        self.io
+            .registry
             .read(DEVICE.as_bytes(), |d| d.is_some_and(|d| d.gb().online))
     }
 }
@@ -191,6 +172,7 @@ fn keepalive_needs_a_registration_from_the_same_address() {
     assert_eq!(f.send(&keepalive("k1"), 2000), Handled::Reply(200));
     assert!(f.online());
     assert!(f
+        .io
         .out
         .timers
         .iter()
@@ -207,7 +189,7 @@ fn keepalive_needs_a_registration_from_the_same_address() {
         .reply_text()
         .contains("Keep-Alive Not From The Registered Address"));
     assert_eq!(
-        f.registry
+        f.io.registry
             .read(DEVICE.as_bytes(), |d| d.unwrap().bindings[0].source),
         f.device
     );
@@ -218,10 +200,10 @@ fn keepalive_timeout_takes_the_device_offline_unless_refreshed() {
     let mut f = Fixture::new();
     f.register(3600, 1);
     f.send(&keepalive("k1"), 2000);
-    let first = f.out.timers[0].event.clone();
+    let first = f.io.out.timers[0].event.clone();
     f.send(&keepalive("k2"), 60_000);
     // One pending timeout per device: a later keep-alive schedules nothing…
-    assert!(f.out.timers.is_empty());
+    assert!(f.io.out.timers.is_empty());
     // …and the pending one, firing at the first deadline, re-arms itself at
     // the newest instead of taking the device offline.
     assert_eq!(
@@ -237,7 +219,7 @@ fn keepalive_timeout_takes_the_device_offline_unless_refreshed() {
     // Unregistering takes it offline, and it stays listed as a known device.
     assert_eq!(f.register(0, 2), Handled::Reply(200));
     assert!(!f.online());
-    assert!(f.registry.read(DEVICE.as_bytes(), |d| d.is_some()));
+    assert!(f.io.registry.read(DEVICE.as_bytes(), |d| d.is_some()));
 }
 
 #[test]
@@ -408,10 +390,10 @@ fn device_info_is_stored() {
     f.register(3600, 1);
     let body = format!("<Response><CmdType>DeviceInfo</CmdType><SN>3</SN><DeviceID>{DEVICE}</DeviceID><Manufacturer>Hikvision</Manufacturer><Model>DS-2CD</Model><Firmware>V5.5.0</Firmware><Channel>4</Channel></Response>");
     assert_eq!(f.send(&message("i1", &body), 2000), Handled::Reply(200));
-    let info = f
-        .registry
-        .read(DEVICE.as_bytes(), |d| d.unwrap().gb().info.clone())
-        .unwrap();
+    let info =
+        f.io.registry
+            .read(DEVICE.as_bytes(), |d| d.unwrap().gb().info.clone())
+            .unwrap();
     assert_eq!(
         (info.model.as_str(), info.firmware.as_str(), info.channels),
         ("DS-2CD", "V5.5.0", Some(4))

@@ -1,71 +1,24 @@
 //! The sans-IO registrar driven directly (no sockets): what it stores for a
 //! binding, which the black-box tests cannot see.
 
-use std::net::SocketAddr;
-use std::sync::Arc;
+mod common;
 
-use sipreg::auth::{CredentialStore, NonceSecret};
-use sipreg::registrar::txcache::TxCache;
-use sipreg::registrar::{Handled, Inbound, Now, Output, Policy, Registrar, TimerEvent, WorkerCtx};
-use sipreg::registry::{ConnRef, Registry, Transport};
-use sipreg::stats::WorkerStats;
+use std::net::SocketAddr;
+
+use common::sans_io::SansIo;
+use sipreg::registrar::{Handled, Policy, TimerEvent};
+use sipreg::registry::{ConnRef, Transport};
 
 /// A no-auth registrar and the per-worker state a transport would lend it.
-struct Core {
-    r: Registrar,
-    registry: Arc<Registry>,
-    stats: WorkerStats,
-    tx: TxCache,
-    out: Output,
-}
+type Core = SansIo;
 
-impl Core {
-    fn new() -> Core {
-        let registry = Arc::new(Registry::new());
-        let policy = Policy {
-            max_expires: 3600,
-            default_expires: 600,
-            no_auth: true,
-            ..Policy::default()
-        };
-        let r = Registrar::new(
-            policy,
-            registry.clone(),
-            CredentialStore::new(b"sipreg"),
-            NonceSecret::random().expect("urandom"),
-        );
-        Core {
-            r,
-            registry,
-            stats: WorkerStats::default(),
-            tx: TxCache::new(),
-            out: Output::default(),
-        }
-    }
-
-    /// One request from `source` at monotonic time `mono_ms`.
-    fn send(
-        &mut self,
-        bytes: &[u8],
-        source: SocketAddr,
-        transport: Transport,
-        conn: Option<ConnRef>,
-        mono_ms: u64,
-    ) -> Handled {
-        let inb = Inbound {
-            bytes,
-            source,
-            transport,
-            conn,
-        };
-        let mut ctx = WorkerCtx {
-            stats: &self.stats,
-            transactions: &mut self.tx,
-            limiter: None,
-        };
-        let now = Now::at(mono_ms, 1_800_000_000);
-        self.r.handle(&inb, now, &mut ctx, &mut self.out)
-    }
+fn core() -> Core {
+    SansIo::new(Policy {
+        max_expires: 3600,
+        default_expires: 600,
+        no_auth: true,
+        ..Policy::default()
+    })
 }
 
 const REGISTER: &[u8] = b"REGISTER sip:example.com SIP/2.0\r\n\
@@ -81,14 +34,14 @@ Content-Length: 0\r\n\r\n";
 
 #[test]
 fn tcp_binding_remembers_its_connection_source_and_deadline() {
-    let mut core = Core::new();
+    let mut core = core();
     let source: SocketAddr = "198.51.100.4:40111".parse().unwrap();
     let conn = ConnRef {
         worker: 1,
         token: 7,
         id: 4242,
     };
-    let handled = core.send(REGISTER, source, Transport::Tcp, Some(conn), 10_000);
+    let handled = core.handle(REGISTER, source, Transport::Tcp, Some(conn), 10_000);
     assert_eq!(handled, Handled::Reply(200));
     let (out, registry) = (&core.out, &core.registry);
     let reply = String::from_utf8_lossy(&out.reply).into_owned();
@@ -139,10 +92,11 @@ fn ack(branch: &str) -> Vec<u8> {
 /// timers G and H, and the table forgets it on either.
 #[test]
 fn invite_transactions_end_on_ack_or_timer_h() {
-    let mut core = Core::new();
+    let mut core = core();
     let caller: SocketAddr = "198.51.100.9:5060".parse().unwrap();
-    let send =
-        |core: &mut Core, bytes: &[u8], transport| core.send(bytes, caller, transport, None, 5_000);
+    let send = |core: &mut Core, bytes: &[u8], transport| {
+        core.handle(bytes, caller, transport, None, 5_000)
+    };
     // Register bob first (no auth in this fixture).
     let reg = String::from_utf8(REGISTER.to_vec()).unwrap();
     assert_eq!(
@@ -165,29 +119,29 @@ fn invite_transactions_end_on_ack_or_timer_h() {
         ),
         "{events:?}"
     );
-    assert_eq!(core.r.invites.len(), 1);
+    assert_eq!(core.registrar.invites.len(), 1);
     // Timer G re-arms with a doubled interval while no ACK has come.
-    let rearm = core.r.invites.on_timer(&events[0], 5_500);
+    let rearm = core.registrar.invites.on_timer(&events[0], 5_500);
     assert!(
         matches!(rearm, Some((6_500, TimerEvent::InviteRetransmit { .. }))),
         "{rearm:?}"
     );
     // Timer H ends it; a later timer G finds nothing.
-    assert_eq!(core.r.invites.on_timer(&events[1], 37_000), None);
-    assert!(core.r.invites.is_empty());
-    assert_eq!(core.r.invites.on_timer(&events[0], 37_500), None);
+    assert_eq!(core.registrar.invites.on_timer(&events[1], 37_000), None);
+    assert!(core.registrar.invites.is_empty());
+    assert_eq!(core.registrar.invites.on_timer(&events[0], 37_500), None);
 
     // The ACK ends the next one; it is absorbed, never answered.
     assert_eq!(
         send(&mut core, &invite("i2"), Transport::Udp),
         Handled::Reply(302)
     );
-    assert_eq!(core.r.invites.len(), 1);
+    assert_eq!(core.registrar.invites.len(), 1);
     assert_eq!(
         send(&mut core, &ack("i2"), Transport::Udp),
         Handled::Dropped(sipreg::stats::Drop::Ack)
     );
-    assert!(core.r.invites.is_empty());
+    assert!(core.registrar.invites.is_empty());
 
     // Over TCP there is no timer G at all.
     assert_eq!(
@@ -195,17 +149,17 @@ fn invite_transactions_end_on_ack_or_timer_h() {
         Handled::Reply(302)
     );
     assert!(core.out.timers.is_empty());
-    assert!(core.r.invites.is_empty());
+    assert!(core.registrar.invites.is_empty());
 }
 
 /// Nobody to answer: a request whose Via holds only empty elements is dropped
 /// and counted, not answered with a Via-less 400 (a fuzzing finding).
 #[test]
 fn request_without_a_usable_via_is_dropped() {
-    let mut core = Core::new();
+    let mut core = core();
     let bytes = b"OPTIONS sip:h SIP/2.0\r\nVia: \t, \r\nFrom: <sip:a@h>;tag=1\r\nTo: <sip:b@h>\r\nCall-ID: c\r\nCSeq: 1 OPTIONS\r\n\r\n";
     let source = "198.51.100.9:5060".parse().unwrap();
-    let handled = core.send(bytes, source, Transport::Udp, None, 1_000);
+    let handled = core.handle(bytes, source, Transport::Udp, None, 1_000);
     assert_eq!(handled, Handled::Dropped(sipreg::stats::Drop::Unparseable));
     assert!(core.out.reply.is_empty());
 }
@@ -214,12 +168,12 @@ fn request_without_a_usable_via_is_dropped() {
 /// bound; answers beyond it are still sent, just not repeated.
 #[test]
 fn invite_flood_is_bounded() {
-    let mut core = Core::new();
+    let mut core = core();
     let caller: SocketAddr = "198.51.100.9:5060".parse().unwrap();
     let limit = sipreg::registrar::redirect::MAX_INVITE_TRANSACTIONS;
     for i in 0..limit + 100 {
         // Unknown AOR: 404, which an INVITE over UDP also repeats until ACK.
-        let h = core.send(
+        let h = core.handle(
             &invite(&format!("flood{i}")),
             caller,
             Transport::Udp,
@@ -228,5 +182,5 @@ fn invite_flood_is_bounded() {
         );
         assert_eq!(h, Handled::Reply(404));
     }
-    assert_eq!(core.r.invites.len(), limit);
+    assert_eq!(core.registrar.invites.len(), limit);
 }
