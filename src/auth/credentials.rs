@@ -518,60 +518,39 @@ mod tests {
     #[test]
     fn malformed_lines_report_their_line_number() {
         let good = format!("a:hik:{SOME_HA1}\n# comment\n\n");
-        assert_eq!(
-            malformed_line(&format!("{good}b:hik\n")),
-            (4, LineError::MissingField)
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}b\n")),
-            (4, LineError::MissingField)
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}b:hik:1234\n")),
-            (4, LineError::BadHa1)
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}b:hik:{}zz\n", &SOME_HA1[..30])),
-            (4, LineError::BadHa1)
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}b:hik:{SOME_HA1}:extra\n")),
-            (4, LineError::BadSha256Ha1)
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}b:hik:{SOME_HA1}:{SOME_HA1}\n")),
-            (4, LineError::BadSha256Ha1)
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}b:hik:{SOME_HA1}:{SOME_SHA}:x\n")),
-            (4, LineError::BadSha256Ha1)
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}b:hik:{SOME_SHA}\n")),
-            (4, LineError::BadHa1),
-            "a SHA-256 HA1 goes in the fourth field"
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}b:hik:\n")),
-            (4, LineError::MissingHa1)
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}b:hik::\n")),
-            (4, LineError::MissingHa1)
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}:hik:{SOME_HA1}\n")),
-            (4, LineError::EmptyUser)
-        );
-        assert_eq!(
-            malformed_line(&format!("{good}a:hik:{SOME_HA1}\n")),
-            (4, LineError::DuplicateUser { first_line: 1 })
-        );
-        // Lines for another realm must still be well formed.
-        assert_eq!(
-            malformed_line(&format!("{good}b:xivo:nothex\n")),
-            (4, LineError::BadHa1)
-        );
+        let cases = [
+            ("b:hik\n".to_string(), LineError::MissingField),
+            ("b\n".to_string(), LineError::MissingField),
+            ("b:hik:1234\n".to_string(), LineError::BadHa1),
+            (format!("b:hik:{}zz\n", &SOME_HA1[..30]), LineError::BadHa1),
+            (format!("b:hik:{SOME_HA1}:extra\n"), LineError::BadSha256Ha1),
+            (
+                format!("b:hik:{SOME_HA1}:{SOME_HA1}\n"),
+                LineError::BadSha256Ha1,
+            ),
+            (
+                format!("b:hik:{SOME_HA1}:{SOME_SHA}:x\n"),
+                LineError::BadSha256Ha1,
+            ),
+            // A SHA-256 HA1 goes in the fourth field.
+            (format!("b:hik:{SOME_SHA}\n"), LineError::BadHa1),
+            ("b:hik:\n".to_string(), LineError::MissingHa1),
+            ("b:hik::\n".to_string(), LineError::MissingHa1),
+            (format!(":hik:{SOME_HA1}\n"), LineError::EmptyUser),
+            (
+                format!("a:hik:{SOME_HA1}\n"),
+                LineError::DuplicateUser { first_line: 1 },
+            ),
+            // Lines for another realm must still be well formed.
+            ("b:xivo:nothex\n".to_string(), LineError::BadHa1),
+        ];
+        for (bad, want) in cases {
+            assert_eq!(
+                malformed_line(&format!("{good}{bad}")),
+                (4, want),
+                "{bad:?}"
+            );
+        }
         // The same user in two realms is not a duplicate.
         let two = format!("a:hik:{SOME_HA1}\na:xivo:{SOME_HA1}\n");
         assert!(CredentialStore::from_htdigest(two.as_bytes(), path(), b"hik").is_ok());
