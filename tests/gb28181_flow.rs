@@ -7,24 +7,13 @@ mod common;
 use std::time::{Duration, Instant};
 
 use common::client::{manscdp_message, Conn, Tcp, Ua, Udp};
-use common::server::Server;
+use common::server::{Server, GB_ARGS, GB_PASSWORD, GB_REALM};
 use sipreg::sip::{scan, HeaderId, ResponseWriter};
 
 const DEVICE: &str = "34020000001320000007";
 
 fn start() -> Server {
-    Server::start(&[
-        "--realm",
-        "3402000000",
-        "--password",
-        "12345",
-        "--threads",
-        "2",
-        "--platform-id",
-        "34020000002000000001",
-        "--min-expires",
-        "2",
-    ])
+    Server::start(&[GB_ARGS, &["--min-expires", "2"]].concat())
 }
 
 /// The next request the server sends on this flow (a GB28181 query).
@@ -44,7 +33,7 @@ fn message(conn: &impl Conn, body: &str) -> Vec<u8> {
 }
 
 fn camera_flow<C: Conn>(conn: C) {
-    let mut ua = Ua::new(conn, DEVICE, "3402000000", "12345");
+    let mut ua = Ua::new(conn, DEVICE, GB_REALM, GB_PASSWORD);
     let contact = format!("<sip:{DEVICE}@{}>", ua.conn.local_addr());
     let resp = ua.register(&[&contact], Some(3600));
     assert_eq!(resp.code(), 200, "{resp:?}");
@@ -120,7 +109,7 @@ fn camera_over_tcp() {
 #[test]
 fn unanswered_query_is_retransmitted_over_udp() {
     let srv = start();
-    let mut ua = Ua::new(Udp::connect(srv.addr()), DEVICE, "3402000000", "12345");
+    let mut ua = Ua::new(Udp::connect(srv.addr()), DEVICE, GB_REALM, GB_PASSWORD);
     let contact = format!("<sip:{DEVICE}@{}>", ua.conn.local_addr());
     assert_eq!(ua.register(&[&contact], Some(3600)).code(), 200);
     let first = next_request(&mut ua.conn, Duration::from_secs(5)).expect("query");
@@ -223,15 +212,8 @@ fn hikvision_capture_replayed() {
 /// goes offline one timeout after it stops.
 #[test]
 fn keepalives_keep_a_camera_online_until_they_stop() {
-    let srv = Server::start(&[
-        "--realm",
-        "3402000000",
-        "--password",
-        "12345",
-        "--keepalive-timeout",
-        "1",
-    ]);
-    let mut ua = Ua::new(Udp::connect(srv.addr()), DEVICE, "3402000000", "12345");
+    let srv = Server::start(&[GB_ARGS, &["--keepalive-timeout", "1"]].concat());
+    let mut ua = Ua::new(Udp::connect(srv.addr()), DEVICE, GB_REALM, GB_PASSWORD);
     let contact = format!("<sip:{DEVICE}@{}>", ua.conn.local_addr());
     assert_eq!(ua.register(&[&contact], Some(3600)).code(), 200);
     let offline = || srv.metric("sipreg_devices_went_offline_total");

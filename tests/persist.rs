@@ -11,7 +11,7 @@ use std::time::{Duration, Instant};
 
 use common::client::{manscdp_message, poll_until, Conn, Ua, Udp};
 use common::peers::Scratch;
-use common::server::Server;
+use common::server::{Server, GB_ARGS, GB_PASSWORD, GB_REALM};
 use serde_json::Value;
 use sipreg::sip::{scan, ResponseWriter};
 
@@ -19,25 +19,15 @@ const CAMERA: &str = "34020000001320000042";
 
 fn start(state: &Path, extra: &[&str]) -> Server {
     let state = state.to_str().expect("UTF-8 temp path");
-    let mut args = vec![
-        "--realm",
-        "3402000000",
-        "--password",
-        "12345",
-        "--threads",
-        "2",
-        "--platform-id",
-        "34020000002000000001",
-        "--state",
-        state,
-    ];
+    let mut args = GB_ARGS.to_vec();
+    args.extend_from_slice(&["--state", state]);
     args.extend_from_slice(extra);
     Server::start(&args)
 }
 
 /// Registers `user` with one contact and `expires`; returns the flow.
 fn register(conn: Udp, user: &str, expires: u32) -> Udp {
-    let mut ua = Ua::new(conn, user, "3402000000", "12345");
+    let mut ua = Ua::new(conn, user, GB_REALM, GB_PASSWORD);
     let contact = format!("<sip:{user}@{}>", ua.conn.local_addr());
     let resp = ua.register(&[&contact], Some(expires));
     assert_eq!(resp.code(), 200, "{user}: {resp:?}");
@@ -192,8 +182,8 @@ fn ten_thousand_devices_survive_a_restart() {
         let mut ua = Ua::new(
             Udp::connect(srv.addr()),
             "phone00000",
-            "3402000000",
-            "12345",
+            GB_REALM,
+            GB_PASSWORD,
         );
         let contact = "<sip:phone00000@127.0.0.1:9>".to_string();
         ua.register(&[&contact], Some(600))

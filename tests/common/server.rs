@@ -33,6 +33,24 @@ pub const PASSWORD: &str = "secret";
 /// limits (the interop tests use these).
 pub const BASIC_ARGS: &[&str] = &["--realm", REALM, "--password", PASSWORD, "--threads", "2"];
 
+/// A GB28181 platform's realm (the SIP domain id) and the cameras' shared
+/// password, as GB28181 deployments configure them.
+pub const GB_REALM: &str = "3402000000";
+pub const GB_PASSWORD: &str = "12345";
+
+/// A GB28181 platform: [`GB_REALM`], [`GB_PASSWORD`], two workers and the
+/// platform's own id.
+pub const GB_ARGS: &[&str] = &[
+    "--realm",
+    GB_REALM,
+    "--password",
+    GB_PASSWORD,
+    "--threads",
+    "2",
+    "--platform-id",
+    "34020000002000000001",
+];
+
 /// The arguments most tests use: shared password `secret`, realm `sipreg`.
 pub const DEFAULT_ARGS: &[&str] = &[
     "--realm",
