@@ -89,13 +89,18 @@ impl fmt::Debug for Ha1Key {
 /// HA1 for a user, realm and password with SHA-256 (RFC 7616 §3.4.2).
 /// All three are the plain (unquoted) values.
 pub fn ha1_sha256(user: &[u8], realm: &[u8], password: &[u8]) -> Ha1Sha256 {
-    let mut h = Sha256::new();
+    ha1_with::<Sha256>(user, realm, password).into()
+}
+
+/// `H(user ":" realm ":" password)`: the HA1 of either algorithm.
+fn ha1_with<D: Digest>(user: &[u8], realm: &[u8], password: &[u8]) -> md5::digest::Output<D> {
+    let mut h = D::new();
     h.update(user);
     h.update(b":");
     h.update(realm);
     h.update(b":");
     h.update(password);
-    h.finalize().into()
+    h.finalize()
 }
 
 /// A listed user's HA1s; at least one is present.
@@ -121,13 +126,7 @@ pub const MAX_ESCAPED_USERNAME: usize = 256;
 /// HA1 for a user, realm and password (RFC 2617 §3.2.2.2, algorithm MD5).
 /// All three are the plain (unquoted) values.
 pub fn ha1(user: &[u8], realm: &[u8], password: &[u8]) -> Ha1 {
-    let mut h = Md5::new();
-    h.update(user);
-    h.update(b":");
-    h.update(realm);
-    h.update(b":");
-    h.update(password);
-    h.finalize().into()
+    ha1_with::<Md5>(user, realm, password).into()
 }
 
 /// Why an htdigest line was refused.
